@@ -1,0 +1,84 @@
+# Build, test and run the zone_sync module.
+#
+#   make run     build nginx + the module, start a local 3-node cluster
+#   make test    cargo test + the perl suite (installs what is missing)
+#   make check   rustfmt + clippy
+#
+# Built files land in build/: build/nginx (the vendored nginx the module is
+# built against) and build/ngx_stream_zone_sync_module.so.
+#
+# To build against another configured nginx tree (e.g. Debian's nginx-dev):
+#   make NGINX_BUILD_DIR=/path/to/nginx/objs build
+
+SHELL       := /bin/bash
+CARGO       ?= cargo
+PROFILE     ?= release
+BUILD       := build
+MODULE      := $(BUILD)/ngx_stream_zone_sync_module.so
+NGINX       := $(BUILD)/nginx
+PROVE_JOBS  ?= 1
+
+# Debian packages the build and the tests need.
+DEB_PACKAGES := clang libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config \
+                openssl curl faketime libio-socket-ssl-perl libnet-dns-perl
+
+ifeq ($(PROFILE),release)
+CARGO_PROFILE_FLAG := --release
+else
+CARGO_PROFILE_FLAG :=
+endif
+
+ifneq ($(NGINX_BUILD_DIR),)
+CARGO_FEATURES := --no-default-features
+export NGINX_BUILD_DIR
+else
+CARGO_FEATURES :=
+endif
+
+.PHONY: all deps build test unittest prove check run stop clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	    $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	$(CARGO) build $(CARGO_PROFILE_FLAG) $(CARGO_FEATURES) -p ngx_stream_zone_sync_module
+	@mkdir -p $(BUILD)
+	cp target/$(PROFILE)/libngx_stream_zone_sync_module.so $(MODULE)
+	@if [ -z "$(NGINX_BUILD_DIR)" ]; then \
+	    cp "$$(cat target/$(PROFILE)/nginx-build-dir)/nginx" $(NGINX); \
+	    echo "built $(NGINX) and $(MODULE)"; \
+	else \
+	    echo "built $(MODULE) against $(NGINX_BUILD_DIR)"; \
+	fi
+
+unittest:
+	$(CARGO) test -p zone-sync-core
+
+prove: build
+	prove -I t/lib -j$(PROVE_JOBS) t/
+
+test: deps unittest prove
+
+check:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy $(CARGO_PROFILE_FLAG) --all-targets -- -D warnings
+
+run: build
+	scripts/run-cluster
+
+stop:
+	scripts/run-cluster stop
+
+clean:
+	$(CARGO) clean
+	rm -rf $(BUILD) t/tmp
