@@ -29,25 +29,41 @@ pub fn conf_msg(s: &'static core::ffi::CStr) -> *mut c_char {
 /// The same merge rules as nginx's `ngx_conf_merge_*_value` macros.
 pub fn merge_flag(conf: &mut ngx_flag_t, prev: ngx_flag_t, default: ngx_flag_t) {
     if *conf == CONF_UNSET_FLAG {
-        *conf = if prev == CONF_UNSET_FLAG { default } else { prev };
+        *conf = if prev == CONF_UNSET_FLAG {
+            default
+        } else {
+            prev
+        };
     }
 }
 
 pub fn merge_uint(conf: &mut ngx_uint_t, prev: ngx_uint_t, default: ngx_uint_t) {
     if *conf == CONF_UNSET_UINT {
-        *conf = if prev == CONF_UNSET_UINT { default } else { prev };
+        *conf = if prev == CONF_UNSET_UINT {
+            default
+        } else {
+            prev
+        };
     }
 }
 
 pub fn merge_msec(conf: &mut ngx_msec_t, prev: ngx_msec_t, default: ngx_msec_t) {
     if *conf == CONF_UNSET_MSEC {
-        *conf = if prev == CONF_UNSET_MSEC { default } else { prev };
+        *conf = if prev == CONF_UNSET_MSEC {
+            default
+        } else {
+            prev
+        };
     }
 }
 
 pub fn merge_size(conf: &mut usize, prev: usize, default: usize) {
     if *conf == CONF_UNSET_SIZE {
-        *conf = if prev == CONF_UNSET_SIZE { default } else { prev };
+        *conf = if prev == CONF_UNSET_SIZE {
+            default
+        } else {
+            prev
+        };
     }
 }
 
@@ -133,7 +149,10 @@ pub unsafe fn stream_main_conf<T>(cf: *mut ngx_conf_t, module: &ngx_module_t) ->
 ///
 /// # Safety
 /// `cycle` must be a fully configured cycle and `T` the main conf type.
-pub unsafe fn stream_cycle_main_conf<T>(cycle: *const ngx_cycle_t, module: &ngx_module_t) -> *mut T {
+pub unsafe fn stream_cycle_main_conf<T>(
+    cycle: *const ngx_cycle_t,
+    module: &ngx_module_t,
+) -> *mut T {
     // SAFETY: ngx_stream_module is nginx's own static; its index is set once
     // the module list is known, before any configuration is parsed.
     let index = unsafe { (*ptr::addr_of!(nginx_sys::ngx_stream_module)).index };

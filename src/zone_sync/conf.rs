@@ -11,18 +11,18 @@ use nginx_sys::{
     ngx_conf_set_keyval_slot, ngx_conf_set_msec_slot, ngx_conf_set_num_slot,
     ngx_conf_set_size_slot, ngx_conf_set_str_slot, ngx_conf_t, ngx_flag_t, ngx_msec_t,
     ngx_parse_size, ngx_parse_url, ngx_pcalloc, ngx_ssl_t, ngx_str_t, ngx_stream_conf_ctx_t,
-    ngx_stream_core_srv_conf_t, ngx_uint_t, ngx_url_t, NGX_CONF_1MORE, NGX_CONF_BITMASK_SET,
-    NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE2,
-    NGX_LOG_EMERG, NGX_SSL_SSLv2, NGX_SSL_SSLv3, NGX_SSL_TLSv1, NGX_SSL_TLSv1_1, NGX_SSL_TLSv1_2,
-    NGX_SSL_TLSv1_3, NGX_STREAM_MAIN_CONF, NGX_STREAM_SRV_CONF,
+    ngx_stream_core_srv_conf_t, ngx_uint_t, ngx_url_t, NGX_SSL_SSLv2, NGX_SSL_SSLv3, NGX_SSL_TLSv1,
+    NGX_SSL_TLSv1_1, NGX_SSL_TLSv1_2, NGX_SSL_TLSv1_3, NGX_CONF_1MORE, NGX_CONF_BITMASK_SET,
+    NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE2, NGX_LOG_EMERG,
+    NGX_STREAM_MAIN_CONF, NGX_STREAM_SRV_CONF,
 };
 use ngx::{ngx_conf_log_error, ngx_string};
 
 use super::ssl;
 use crate::ngx_ext::{
     array_slice, conf_args, conf_msg, merge_flag, merge_msec, merge_ptr, merge_size, merge_str,
-    merge_uint, str_bytes, stream_main_conf, stream_srv_conf, CONF_ERROR, CONF_OK,
-    CONF_UNSET_FLAG, CONF_UNSET_MSEC, CONF_UNSET_PTR, CONF_UNSET_SIZE, CONF_UNSET_UINT,
+    merge_uint, str_bytes, stream_main_conf, stream_srv_conf, CONF_ERROR, CONF_OK, CONF_UNSET_FLAG,
+    CONF_UNSET_MSEC, CONF_UNSET_PTR, CONF_UNSET_SIZE, CONF_UNSET_UINT,
 };
 
 /// One `zone_sync_server` directive.
@@ -83,20 +83,48 @@ pub struct MainConf {
     /// Where that `zone_sync` directive was, for duplicate messages.
     pub file: ngx_str_t,
     pub line: ngx_uint_t,
+    /// The shared counters zone ([`super::status`]).
+    pub status: *mut nginx_sys::ngx_shm_zone_t,
 }
 
 static mut SSL_PROTOCOLS: [ngx_conf_bitmask_t; 7] = [
-    ngx_conf_bitmask_t { name: ngx_string!("SSLv2"), mask: NGX_SSL_SSLv2 as ngx_uint_t },
-    ngx_conf_bitmask_t { name: ngx_string!("SSLv3"), mask: NGX_SSL_SSLv3 as ngx_uint_t },
-    ngx_conf_bitmask_t { name: ngx_string!("TLSv1"), mask: NGX_SSL_TLSv1 as ngx_uint_t },
-    ngx_conf_bitmask_t { name: ngx_string!("TLSv1.1"), mask: NGX_SSL_TLSv1_1 as ngx_uint_t },
-    ngx_conf_bitmask_t { name: ngx_string!("TLSv1.2"), mask: NGX_SSL_TLSv1_2 as ngx_uint_t },
-    ngx_conf_bitmask_t { name: ngx_string!("TLSv1.3"), mask: NGX_SSL_TLSv1_3 as ngx_uint_t },
-    ngx_conf_bitmask_t { name: ngx_str_t { len: 0, data: ptr::null_mut() }, mask: 0 },
+    ngx_conf_bitmask_t {
+        name: ngx_string!("SSLv2"),
+        mask: NGX_SSL_SSLv2 as ngx_uint_t,
+    },
+    ngx_conf_bitmask_t {
+        name: ngx_string!("SSLv3"),
+        mask: NGX_SSL_SSLv3 as ngx_uint_t,
+    },
+    ngx_conf_bitmask_t {
+        name: ngx_string!("TLSv1"),
+        mask: NGX_SSL_TLSv1 as ngx_uint_t,
+    },
+    ngx_conf_bitmask_t {
+        name: ngx_string!("TLSv1.1"),
+        mask: NGX_SSL_TLSv1_1 as ngx_uint_t,
+    },
+    ngx_conf_bitmask_t {
+        name: ngx_string!("TLSv1.2"),
+        mask: NGX_SSL_TLSv1_2 as ngx_uint_t,
+    },
+    ngx_conf_bitmask_t {
+        name: ngx_string!("TLSv1.3"),
+        mask: NGX_SSL_TLSv1_3 as ngx_uint_t,
+    },
+    ngx_conf_bitmask_t {
+        name: ngx_str_t {
+            len: 0,
+            data: ptr::null_mut(),
+        },
+        mask: 0,
+    },
 ];
 
 /// Post handler shared by every time and size directive: zero is refused.
-static mut NONZERO_POST: ngx_conf_post_t = ngx_conf_post_t { post_handler: Some(check_nonzero) };
+static mut NONZERO_POST: ngx_conf_post_t = ngx_conf_post_t {
+    post_handler: Some(check_nonzero),
+};
 
 const SRV: u32 = NGX_STREAM_SRV_CONF;
 const MAIN_SRV: u32 = NGX_STREAM_MAIN_CONF | NGX_STREAM_SRV_CONF;
@@ -127,7 +155,12 @@ macro_rules! field {
 pub static mut COMMANDS: [ngx_command_t; 22] = [
     command!("zone_sync", SRV | NGX_CONF_NOARGS, set_zone_sync, 0),
     command!("zone_sync_server", SRV | NGX_CONF_TAKE12, set_server, 0),
-    command!("zone_sync_buffers", MAIN_SRV | NGX_CONF_TAKE2, set_buffers, field!(bufs)),
+    command!(
+        "zone_sync_buffers",
+        MAIN_SRV | NGX_CONF_TAKE2,
+        set_buffers,
+        field!(bufs)
+    ),
     command!(
         "zone_sync_connect_retry_interval",
         MAIN_SRV | NGX_CONF_TAKE1,
@@ -163,7 +196,12 @@ pub static mut COMMANDS: [ngx_command_t; 22] = [
         field!(timeout),
         ptr::addr_of_mut!(NONZERO_POST).cast()
     ),
-    command!("zone_sync_ssl", MAIN_SRV | NGX_CONF_FLAG, ngx_conf_set_flag_slot, field!(ssl_enable)),
+    command!(
+        "zone_sync_ssl",
+        MAIN_SRV | NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
+        field!(ssl_enable)
+    ),
     command!(
         "zone_sync_ssl_certificate",
         MAIN_SRV | NGX_CONF_TAKE1,
@@ -188,8 +226,18 @@ pub static mut COMMANDS: [ngx_command_t; 22] = [
         ngx_conf_set_keyval_slot,
         field!(ssl_conf_commands)
     ),
-    command!("zone_sync_ssl_crl", MAIN_SRV | NGX_CONF_TAKE1, ngx_conf_set_str_slot, field!(ssl_crl)),
-    command!("zone_sync_ssl_name", MAIN_SRV | NGX_CONF_TAKE1, ngx_conf_set_str_slot, field!(ssl_name)),
+    command!(
+        "zone_sync_ssl_crl",
+        MAIN_SRV | NGX_CONF_TAKE1,
+        ngx_conf_set_str_slot,
+        field!(ssl_crl)
+    ),
+    command!(
+        "zone_sync_ssl_name",
+        MAIN_SRV | NGX_CONF_TAKE1,
+        ngx_conf_set_str_slot,
+        field!(ssl_name)
+    ),
     command!(
         "zone_sync_ssl_password_file",
         MAIN_SRV | NGX_CONF_TAKE1,
@@ -281,7 +329,11 @@ pub unsafe extern "C" fn merge_srv_conf(
             conf.bufs.size = nginx_sys::ngx_pagesize;
         }
     }
-    merge_msec(&mut conf.connect_retry_interval, prev.connect_retry_interval, 1000);
+    merge_msec(
+        &mut conf.connect_retry_interval,
+        prev.connect_retry_interval,
+        1000,
+    );
     merge_msec(&mut conf.connect_timeout, prev.connect_timeout, 5000);
     merge_msec(&mut conf.interval, prev.interval, 1000);
     merge_size(
@@ -303,13 +355,21 @@ pub unsafe extern "C" fn merge_srv_conf(
     merge_str(&mut conf.ssl_certificate, prev.ssl_certificate, b"");
     merge_str(&mut conf.ssl_certificate_key, prev.ssl_certificate_key, b"");
     merge_ptr(&mut conf.ssl_passwords, prev.ssl_passwords, ptr::null_mut());
-    merge_str(&mut conf.ssl_trusted_certificate, prev.ssl_trusted_certificate, b"");
+    merge_str(
+        &mut conf.ssl_trusted_certificate,
+        prev.ssl_trusted_certificate,
+        b"",
+    );
     merge_str(&mut conf.ssl_crl, prev.ssl_crl, b"");
     merge_flag(&mut conf.ssl_verify, prev.ssl_verify, 0);
     merge_uint(&mut conf.ssl_verify_depth, prev.ssl_verify_depth, 1);
     merge_str(&mut conf.ssl_name, prev.ssl_name, b"");
     merge_flag(&mut conf.ssl_server_name, prev.ssl_server_name, 0);
-    merge_ptr(&mut conf.ssl_conf_commands, prev.ssl_conf_commands, ptr::null_mut());
+    merge_ptr(
+        &mut conf.ssl_conf_commands,
+        prev.ssl_conf_commands,
+        ptr::null_mut(),
+    );
 
     // The server block this conf belongs to, for "in file:line" messages.
     let cscf = &*stream_srv_conf::<ngx_stream_core_srv_conf_t>(
@@ -413,6 +473,13 @@ unsafe extern "C" fn set_zone_sync(
     }
     (*conf).enabled = 1;
     mcf.zone_sync = conf;
+    mcf.status = super::status::declare(
+        cf,
+        ptr::addr_of_mut!(super::ngx_stream_zone_sync_module).cast(),
+    );
+    if mcf.status.is_null() {
+        return CONF_ERROR;
+    }
     mcf.file = (*(*cf).conf_file).file.name;
     mcf.line = (*(*cf).conf_file).line;
 

@@ -16,7 +16,13 @@ use super::conf::SrvConf;
 /// `cf` is the configuration being merged and `conf` the merged zone_sync
 /// server configuration.
 pub unsafe fn configure(cf: *mut ngx_conf_t, conf: &mut SrvConf) -> Result<(), ()> {
-    let ok = |rc: isize| if rc == NGX_OK as isize { Ok(()) } else { Err(()) };
+    let ok = |rc: isize| {
+        if rc == NGX_OK as isize {
+            Ok(())
+        } else {
+            Err(())
+        }
+    };
 
     let ssl = ngx_pcalloc((*cf).pool, mem::size_of::<ngx_ssl_t>()).cast::<ngx_ssl_t>();
     if ssl.is_null() {
@@ -25,7 +31,11 @@ pub unsafe fn configure(cf: *mut ngx_conf_t, conf: &mut SrvConf) -> Result<(), (
     (*ssl).log = (*cf).log;
     conf.ssl = ssl;
 
-    ok(nginx_sys::ngx_ssl_create(ssl, conf.ssl_protocols, core::ptr::null_mut()))?;
+    ok(nginx_sys::ngx_ssl_create(
+        ssl,
+        conf.ssl_protocols,
+        core::ptr::null_mut(),
+    ))?;
 
     // The context lives as long as the configuration cycle.
     let cln = nginx_sys::ngx_pool_cleanup_add((*cf).pool, 0);
@@ -36,7 +46,12 @@ pub unsafe fn configure(cf: *mut ngx_conf_t, conf: &mut SrvConf) -> Result<(), (
     (*cln).handler = Some(nginx_sys::ngx_ssl_cleanup_ctx);
     (*cln).data = ssl.cast();
 
-    ok(nginx_sys::ngx_ssl_ciphers(cf, ssl, &mut conf.ssl_ciphers, 0))?;
+    ok(nginx_sys::ngx_ssl_ciphers(
+        cf,
+        ssl,
+        &mut conf.ssl_ciphers,
+        0,
+    ))?;
 
     if conf.ssl_certificate.len != 0 {
         if conf.ssl_certificate_key.len == 0 {
@@ -89,6 +104,10 @@ pub unsafe fn configure(cf: *mut ngx_conf_t, conf: &mut SrvConf) -> Result<(), (
     }
 
     ok(nginx_sys::ngx_ssl_client_session_cache(cf, ssl, 1))?;
-    ok(nginx_sys::ngx_ssl_conf_commands(cf, ssl, conf.ssl_conf_commands))?;
+    ok(nginx_sys::ngx_ssl_conf_commands(
+        cf,
+        ssl,
+        conf.ssl_conf_commands,
+    ))?;
     Ok(())
 }

@@ -1,0 +1,408 @@
+//! A keyval zone as configured (`keyval_zone`), shared by the http and the
+//! stream keyval modules: parameter parsing, the shared-zone lifecycle,
+//! local writes with their logging, and the [`SyncZone`] view the engine
+//! uses.
+
+use core::ffi::c_void;
+use core::{mem, ptr};
+
+use nginx_sys::{
+    ngx_conf_t, ngx_int_t, ngx_log_t, ngx_parse_size, ngx_parse_time, ngx_pcalloc,
+    ngx_shared_memory_add, ngx_shm_zone_t, ngx_str_t, ngx_uint_t, NGX_ERROR, NGX_LOG_EMERG,
+    NGX_LOG_ERR, NGX_LOG_WARN, NGX_OK,
+};
+use ngx::{ngx_conf_log_error, ngx_log_error};
+
+use super::store::{Shared, Store, StoreError};
+use crate::kinds::{ApplyError, Record, SnapshotCursor, SyncZone};
+use crate::ngx_ext::{conf_args, current_msec, str_bytes, wall_ms};
+
+/// The wire kind of keyval zones (docs/PROTOCOL.md).
+pub const KIND: u8 = 1;
+pub const KIND_VERSION: u16 = 1;
+
+/// One keyval zone, in the configuration pool; `shm_zone->data` points
+/// here.
+#[repr(C)]
+pub struct KeyvalZone {
+    pub shm: *mut ngx_shm_zone_t,
+    pub name: ngx_str_t,
+    /// "http" or "stream", for messages.
+    pub what: &'static str,
+    pub timeout: u64,
+    pub sync: bool,
+    /// Set by `keyval_zone`; a zone only referenced by `keyval` is not.
+    pub declared: bool,
+    /// Where it was first referenced, for "unknown zone" messages.
+    pub file: ngx_str_t,
+    pub line: ngx_uint_t,
+    /// Set when the shared zone is initialised.
+    pub store: Option<Store>,
+}
+
+impl KeyvalZone {
+    pub fn name(&self) -> &[u8] {
+        // SAFETY: a configuration string, alive as long as the cycle.
+        unsafe { str_bytes(&self.name) }
+    }
+
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// A local write, logged on failure. Wakes the sync engine when the
+    /// zone's change queue was empty.
+    pub fn set(
+        &self,
+        log: *mut ngx_log_t,
+        key: &[u8],
+        value: &[u8],
+        expire: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let Some(store) = self.store() else {
+            return Err(StoreError::NoMemory);
+        };
+        let now = current_msec();
+        match store.set(key, value, expire, now, wall_ms(), crate::node_id()) {
+            Ok(out) => {
+                if out.evicted > 0 && store.should_log_eviction(now) {
+                    ngx_log_error!(
+                        NGX_LOG_WARN,
+                        log,
+                        "keyval zone \"{}\" is full, evicted {} least recently written records",
+                        String::from_utf8_lossy(self.name()),
+                        out.evicted
+                    );
+                }
+                if self.sync {
+                    crate::zone_sync::wake();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let why = match e {
+                    StoreError::TooLarge => "record is larger than a \"zone_sync_buffers\" buffer",
+                    StoreError::NoMemory => "zone is too small for the record",
+                };
+                ngx_log_error!(
+                    NGX_LOG_ERR,
+                    log,
+                    "keyval zone \"{}\": could not store key \"{}\": {}",
+                    String::from_utf8_lossy(self.name()),
+                    String::from_utf8_lossy(&key[..key.len().min(64)]),
+                    why
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// A local delete; true if the key was there.
+    pub fn delete(&self, key: &[u8]) -> bool {
+        let Some(store) = self.store() else {
+            return false;
+        };
+        let found = store.delete(key, current_msec(), wall_ms(), crate::node_id());
+        if found && self.sync {
+            crate::zone_sync::wake();
+        }
+        found
+    }
+
+    /// Deletes every record.
+    pub fn clear(&self) {
+        if let Some(store) = self.store() {
+            store.clear(current_msec(), wall_ms(), crate::node_id());
+            if self.sync {
+                crate::zone_sync::wake();
+            }
+        }
+    }
+}
+
+/// Finds or creates the zone `name` of module `tag` (`keyval` may name a
+/// zone declared further down the file).
+///
+/// # Safety
+/// `cf` is the configuration being parsed; `tag` the owning module.
+pub unsafe fn reference(
+    cf: *mut ngx_conf_t,
+    name: &ngx_str_t,
+    size: usize,
+    tag: *mut c_void,
+    what: &'static str,
+) -> Option<*mut KeyvalZone> {
+    let mut n = *name;
+    let shm = ngx_shared_memory_add(cf, &mut n, size, tag);
+    if shm.is_null() {
+        return None;
+    }
+    if (*shm).data.is_null() {
+        let z = ngx_pcalloc((*cf).pool, mem::size_of::<KeyvalZone>()).cast::<KeyvalZone>();
+        if z.is_null() {
+            return None;
+        }
+        z.write(KeyvalZone {
+            shm,
+            name: *name,
+            what,
+            timeout: 0,
+            sync: false,
+            declared: false,
+            file: (*(*cf).conf_file).file.name,
+            line: (*(*cf).conf_file).line,
+            store: None,
+        });
+        (*shm).data = z.cast();
+        (*shm).init = Some(init_zone);
+    }
+    Some((*shm).data.cast())
+}
+
+/// `keyval_zone zone=name:size [timeout=time] [type=string] [sync];`
+///
+/// # Safety
+/// Called from a directive handler with the owning module's tag.
+pub unsafe fn parse_keyval_zone(
+    cf: *mut ngx_conf_t,
+    tag: *mut c_void,
+    what: &'static str,
+) -> Result<(), ()> {
+    let args = &conf_args(cf)[1..];
+    let mut name: Option<ngx_str_t> = None;
+    let mut size: usize = 0;
+    let mut timeout: u64 = 0;
+    let mut sync = false;
+
+    for a in args {
+        let arg = str_bytes(a);
+        if let Some(v) = arg.strip_prefix(b"zone=") {
+            let Some(colon) = v.iter().rposition(|&c| c == b':') else {
+                emerg(cf, format_args!("invalid zone size \"{}\"", lossy(arg)));
+                return Err(());
+            };
+            if colon == 0 {
+                emerg(cf, format_args!("invalid zone name \"{}\"", lossy(arg)));
+                return Err(());
+            }
+            let mut sz = ngx_str_t {
+                len: v.len() - colon - 1,
+                data: a.data.add(5 + colon + 1),
+            };
+            let parsed = ngx_parse_size(&mut sz);
+            if parsed == NGX_ERROR as isize || parsed <= 0 {
+                emerg(cf, format_args!("invalid zone size \"{}\"", lossy(arg)));
+                return Err(());
+            }
+            let min = 8 * nginx_sys::ngx_pagesize;
+            if (parsed as usize) < min {
+                emerg(
+                    cf,
+                    format_args!("zone \"{}\" is too small", lossy(&v[..colon])),
+                );
+                return Err(());
+            }
+            size = parsed as usize;
+            name = Some(ngx_str_t {
+                len: colon,
+                data: a.data.add(5),
+            });
+        } else if let Some(v) = arg.strip_prefix(b"timeout=") {
+            let mut s = ngx_str_t {
+                len: v.len(),
+                data: a.data.add(8),
+            };
+            let t = ngx_parse_time(&mut s, 0);
+            if t == NGX_ERROR as isize || t <= 0 {
+                emerg(cf, format_args!("invalid timeout \"{}\"", lossy(v)));
+                return Err(());
+            }
+            timeout = t as u64;
+        } else if let Some(v) = arg.strip_prefix(b"type=") {
+            match v {
+                b"string" => {}
+                b"ip" | b"prefix" => {
+                    emerg(
+                        cf,
+                        format_args!("keyval type \"{}\" is not supported yet", lossy(v)),
+                    );
+                    return Err(());
+                }
+                _ => {
+                    emerg(cf, format_args!("invalid type \"{}\"", lossy(v)));
+                    return Err(());
+                }
+            }
+        } else if arg.starts_with(b"state=") {
+            emerg(
+                cf,
+                format_args!("the \"state\" parameter is not supported yet"),
+            );
+            return Err(());
+        } else if arg == b"sync" {
+            sync = true;
+        } else {
+            emerg(cf, format_args!("invalid parameter \"{}\"", lossy(arg)));
+            return Err(());
+        }
+    }
+
+    let Some(name) = name else {
+        emerg(
+            cf,
+            format_args!("\"keyval_zone\" must have \"zone\" parameter"),
+        );
+        return Err(());
+    };
+    let z = reference(cf, &name, size, tag, what).ok_or(())?;
+    if (*z).declared {
+        emerg(
+            cf,
+            format_args!("duplicate zone \"{}\"", lossy(str_bytes(&name))),
+        );
+        return Err(());
+    }
+    (*z).declared = true;
+    (*z).timeout = timeout;
+    (*z).sync = sync;
+    Ok(())
+}
+
+/// Refuses zones that `keyval` named but no `keyval_zone` declared.
+///
+/// # Safety
+/// `cf` is the configuration being parsed; `tag` the owning module.
+pub unsafe fn check_declared(cf: *mut ngx_conf_t, tag: *mut c_void) -> Result<(), ()> {
+    let mut part = ptr::addr_of!((*(*cf).cycle).shared_memory.part);
+    while !part.is_null() {
+        let elts = (*part).elts.cast::<ngx_shm_zone_t>();
+        for i in 0..(*part).nelts {
+            let shm = elts.add(i);
+            if (*shm).tag != tag || (*shm).data.is_null() {
+                continue;
+            }
+            let z = &*(*shm).data.cast::<KeyvalZone>();
+            if !z.declared {
+                nginx_sys::ngx_log_error_core(
+                    NGX_LOG_EMERG as ngx_uint_t,
+                    (*cf).log,
+                    0,
+                    c"unknown keyval zone \"%V\" in %V:%ui".as_ptr(),
+                    &z.name,
+                    &z.file,
+                    z.line,
+                );
+                return Err(());
+            }
+        }
+        part = (*part).next;
+    }
+    Ok(())
+}
+
+/// Shared-zone init: a new zone gets an empty store; a zone that survived
+/// a reload keeps its records.
+unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, old: *mut c_void) -> ngx_int_t {
+    let z = &mut *(*shm).data.cast::<KeyvalZone>();
+    let pool = crate::shm::slab_pool(shm);
+    let sh: *mut Shared = if !old.is_null() {
+        match &(*old.cast::<KeyvalZone>()).store {
+            Some(s) => (s.shared() as *const Shared).cast_mut(),
+            None => return NGX_ERROR as ngx_int_t,
+        }
+    } else if (*shm).shm.exists != 0 {
+        (*pool).data.cast()
+    } else {
+        match Store::init(pool, false) {
+            Some(sh) => {
+                if !crate::shm::set_log_ctx(pool, "keyval", z.name()) {
+                    return NGX_ERROR as ngx_int_t;
+                }
+                sh
+            }
+            None => return NGX_ERROR as ngx_int_t,
+        }
+    };
+    z.store = Some(Store::new(pool, sh, z.sync, z.timeout));
+    NGX_OK as ngx_int_t
+}
+
+/// The engine's view of a keyval zone's `shm_zone->data`.
+///
+/// # Safety
+/// `data` is the `KeyvalZone` of a zone of this cycle.
+pub unsafe fn view(data: *mut c_void) -> Option<&'static dyn SyncZone> {
+    let z = &*data.cast::<KeyvalZone>();
+    z.store.as_ref()?;
+    Some(z)
+}
+
+impl SyncZone for KeyvalZone {
+    fn name(&self) -> &[u8] {
+        KeyvalZone::name(self)
+    }
+    fn kind(&self) -> u8 {
+        KIND
+    }
+    fn kind_version(&self) -> u16 {
+        KIND_VERSION
+    }
+    fn synced(&self) -> bool {
+        self.sync
+    }
+    fn records_total(&self) -> u64 {
+        self.store().map_or(0, Store::records_total)
+    }
+    fn records_pending(&self) -> u64 {
+        self.store().map_or(0, Store::records_pending)
+    }
+    fn set_inflight(&self, records: u64) {
+        if let Some(s) = self.store() {
+            s.shared()
+                .inflight
+                .store(records, core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    fn set_max_record(&self, bytes: u64) {
+        if let Some(s) = self.store() {
+            s.shared()
+                .max_record
+                .store(bytes, core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    fn drain_changes(&self, now: u64, out: &mut dyn FnMut(&Record<'_>) -> bool) -> usize {
+        self.store().map_or(0, |s| s.drain_changes(now, out))
+    }
+    fn snapshot(
+        &self,
+        cursor: &mut SnapshotCursor,
+        now: u64,
+        max: usize,
+        out: &mut dyn FnMut(&Record<'_>) -> bool,
+    ) -> bool {
+        self.store()
+            .is_none_or(|s| s.snapshot(cursor, now, max, out))
+    }
+    fn apply(&self, rec: &Record<'_>, now: u64, wall: u64) -> Result<bool, ApplyError> {
+        let Some(s) = self.store() else {
+            return Err(ApplyError::NoMemory);
+        };
+        s.apply(rec, now, wall).map_err(|e| match e {
+            StoreError::TooLarge => ApplyError::Invalid,
+            StoreError::NoMemory => ApplyError::NoMemory,
+        })
+    }
+    fn housekeeping(&self, now: u64) {
+        if let Some(s) = self.store() {
+            s.expire(now, 1000);
+        }
+    }
+}
+
+fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(b)
+}
+
+fn emerg(cf: *mut ngx_conf_t, args: core::fmt::Arguments<'_>) {
+    ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", args);
+}

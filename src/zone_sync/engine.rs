@@ -1,0 +1,386 @@
+//! The sync engine of one node, run by exactly one process (worker 0, or
+//! the single process): it owns the outgoing connection to every other node
+//! and pushes this node's local changes to them.
+//!
+//! Latency: a local write wakes the engine through an eventfd (only when
+//! the zone's change queue was empty), so a change on a quiet node leaves
+//! at once; drains are at least `zone_sync_interval` apart, so a busy node
+//! coalesces. Nothing runs per interval on an idle node but a 1 s tick.
+
+use core::{mem, ptr};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nginx_sys::{
+    ngx_connection_t, ngx_cycle_t, ngx_event_t, ngx_log_t, NGX_LOG_ALERT, NGX_LOG_ERR,
+};
+use ngx::ngx_log_error;
+use zone_sync_core::session::{SessionConfig, ZoneInfo};
+use zone_sync_core::wire;
+
+use super::conf::SrvConf;
+use super::peer::Peer;
+use crate::kinds::{self, Record, SyncZone};
+use crate::ngx_ext::current_msec;
+
+/// Housekeeping period (expiry, safety-net drain).
+const TICK_MS: u64 = 1000;
+
+/// A record copied out of a zone, between the zone's lock and the peers'
+/// frames.
+pub struct Staged {
+    flags: u8,
+    hlc: u64,
+    origin: u64,
+    ttl_ms: u32,
+    key_len: usize,
+    data: Vec<u8>,
+}
+
+impl Staged {
+    fn from(r: &Record<'_>) -> Self {
+        let mut data = Vec::with_capacity(r.key.len() + r.value.len());
+        data.extend_from_slice(r.key);
+        data.extend_from_slice(r.value);
+        Staged {
+            flags: r.flags,
+            hlc: r.hlc,
+            origin: r.origin,
+            ttl_ms: r.ttl_ms,
+            key_len: r.key.len(),
+            data,
+        }
+    }
+
+    pub fn as_record(&self) -> Record<'_> {
+        let (key, value) = self.data.split_at(self.key_len);
+        Record {
+            flags: self.flags,
+            hlc: self.hlc,
+            origin: self.origin,
+            ttl_ms: self.ttl_ms,
+            key,
+            value,
+        }
+    }
+}
+
+pub struct Engine {
+    pub log: *mut ngx_log_t,
+    conf: *const SrvConf,
+    /// Synced zones; indices are the zone indices of every session.
+    pub zones: Vec<&'static dyn SyncZone>,
+    infos: Vec<ZoneInfo>,
+    peers: Vec<Box<Peer>>,
+    wake_conn: *mut ngx_connection_t,
+    drain_ev: ngx_event_t,
+    tick_ev: ngx_event_t,
+    last_drain: u64,
+    staged: Vec<Staged>,
+}
+
+/// This process's engine (worker 0 only).
+static mut ENGINE: *mut Engine = ptr::null_mut();
+
+/// The eventfd local writers signal; created by the master per cycle.
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Creates the wake-up eventfd for a new cycle (master, init_module); the
+/// previous cycle's workers keep theirs.
+pub fn create_wake_fd() {
+    // SAFETY: plain syscalls.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    let old = WAKE_FD.swap(fd, Ordering::Relaxed);
+    if old >= 0 {
+        // SAFETY: our own descriptor, no longer used by this process.
+        unsafe { libc::close(old) };
+    }
+}
+
+/// Tells the engine a local change is queued. Cheap and safe in any
+/// process; a lost wake-up only delays the change to the next tick.
+pub fn wake() {
+    let fd = WAKE_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes to an eventfd; EAGAIN (counter full) is
+        // fine, the engine is already due.
+        unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+    }
+}
+
+/// Starts the engine in this process.
+///
+/// # Safety
+/// Called once from init_process of worker 0 with the running cycle and
+/// the zone_sync server's configuration.
+pub unsafe fn start(cycle: *mut ngx_cycle_t, conf: &SrvConf) {
+    let log = (*cycle).log;
+    let zones: Vec<&'static dyn SyncZone> = kinds::zones(cycle)
+        .into_iter()
+        .filter(|z| z.synced())
+        .collect();
+    let infos = zones
+        .iter()
+        .map(|z| ZoneInfo::new(z.name().to_vec(), z.kind(), z.kind_version()))
+        .collect();
+
+    let engine = Box::into_raw(Box::new(Engine {
+        log,
+        conf,
+        zones,
+        infos,
+        peers: Vec::new(),
+        wake_conn: ptr::null_mut(),
+        drain_ev: mem::zeroed(),
+        tick_ev: mem::zeroed(),
+        last_drain: 0,
+        staged: Vec::new(),
+    }));
+    ENGINE = engine;
+    let e = &mut *engine;
+
+    for ev in [ptr::addr_of_mut!(e.drain_ev), ptr::addr_of_mut!(e.tick_ev)] {
+        (*ev).data = engine.cast();
+        (*ev).log = log;
+        (*ev).set_cancelable(1);
+    }
+    e.drain_ev.handler = Some(on_drain_timer);
+    e.tick_ev.handler = Some(on_tick);
+    nginx_sys::ngx_add_timer(&mut e.tick_ev, TICK_MS as _);
+
+    let fd = WAKE_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let c = nginx_sys::ngx_get_connection(fd, log);
+        if c.is_null() {
+            ngx_log_error!(
+                NGX_LOG_ALERT,
+                log,
+                "zone_sync: no connection for the wake-up descriptor"
+            );
+        } else {
+            (*c).data = engine.cast();
+            (*(*c).read).handler = Some(on_wake);
+            (*(*c).read).log = log;
+            // Not a client connection: graceful shutdown must not wait for it.
+            (*c).set_idle(1);
+            if nginx_sys::ngx_handle_read_event((*c).read, 0) != nginx_sys::NGX_OK as isize {
+                ngx_log_error!(
+                    NGX_LOG_ALERT,
+                    log,
+                    "zone_sync: cannot watch the wake-up descriptor"
+                );
+            }
+            e.wake_conn = c;
+        }
+    }
+
+    for server in conf.servers() {
+        let url = &server.url;
+        if url.addrs.is_null() {
+            continue;
+        }
+        for addr in core::slice::from_raw_parts(url.addrs, url.naddrs) {
+            let mut p = Peer::new(engine, addr, log);
+            p.start();
+            e.peers.push(p);
+        }
+    }
+}
+
+/// Stops the engine (exit_process).
+pub fn stop() {
+    // SAFETY: only this process's own engine; event handlers run on this
+    // thread, never concurrently with exit_process.
+    unsafe {
+        if ENGINE.is_null() {
+            return;
+        }
+        let e = Box::from_raw(ENGINE);
+        ENGINE = ptr::null_mut();
+        let mut e = e;
+        for p in e.peers.iter_mut() {
+            p.shutdown();
+        }
+        if e.tick_ev.timer_set() != 0 {
+            nginx_sys::ngx_del_timer(&mut e.tick_ev);
+        }
+        if e.drain_ev.timer_set() != 0 {
+            nginx_sys::ngx_del_timer(&mut e.drain_ev);
+        }
+        if !e.wake_conn.is_null() {
+            // Closes this process's copy of the descriptor only.
+            nginx_sys::ngx_close_connection(e.wake_conn);
+        }
+    }
+}
+
+impl Engine {
+    pub fn conf(&self) -> &SrvConf {
+        // SAFETY: the configuration outlives the engine (same cycle).
+        unsafe { &*self.conf }
+    }
+
+    pub fn session_config(&self) -> SessionConfig {
+        let conf = self.conf();
+        SessionConfig {
+            node_id: crate::node_id(),
+            timeout_ms: conf.timeout as u64,
+            max_frame: conf.recv_buffer_size,
+            zones: self.infos.clone(),
+        }
+    }
+
+    /// One `zone_sync_buffers` buffer: the largest frame we send.
+    pub fn frame_size(&self) -> usize {
+        self.conf().bufs.size
+    }
+
+    /// What may wait in one connection's outgoing buffer: the buffers of
+    /// every zone.
+    pub fn send_capacity(&self) -> usize {
+        let b = &self.conf().bufs;
+        b.num as usize * b.size * self.zones.len().max(1)
+    }
+
+    /// Pushes queued local changes to every connected node, a buffer at a
+    /// time, while every one of them has room.
+    pub fn drain(&mut self) {
+        let now = current_msec();
+        self.last_drain = now;
+        let frame = self.frame_size();
+        for zi in 0..self.zones.len() {
+            let budget =
+                frame.saturating_sub(wire::records_frame_overhead(self.zones[zi].name().len()));
+            loop {
+                let mut room = usize::MAX;
+                let mut any = false;
+                for p in self.peers.iter_mut() {
+                    if p.is_established() && p.shares(zi) {
+                        any = true;
+                        room = room.min(p.room());
+                    }
+                }
+                if !any || room < frame {
+                    break;
+                }
+                self.staged.clear();
+                let mut used = 0;
+                let mut full = false;
+                let log = self.log;
+                let zone = self.zones[zi];
+                let staged = &mut self.staged;
+                zone.drain_changes(now, &mut |r| {
+                    let len = r.encoded_len();
+                    if len > budget {
+                        ngx_log_error!(
+                            NGX_LOG_ERR,
+                            log,
+                            "zone_sync: record of {} bytes in zone \"{}\" exceeds a \"zone_sync_buffers\" buffer, not sent",
+                            len,
+                            String::from_utf8_lossy(zone.name())
+                        );
+                        return true;
+                    }
+                    if used + len > budget {
+                        full = true;
+                        return false;
+                    }
+                    used += len;
+                    staged.push(Staged::from(r));
+                    true
+                });
+                if self.staged.is_empty() {
+                    break;
+                }
+                for p in self.peers.iter_mut() {
+                    if p.is_established() && p.shares(zi) {
+                        p.send_records(zi, &self.staged);
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+        for p in self.peers.iter_mut() {
+            if p.is_established() {
+                p.write_out();
+            }
+        }
+        self.update_inflight();
+    }
+
+    /// Drains now, or at `last drain + interval` if the last one was more
+    /// recent (coalescing under load).
+    fn schedule_drain(&mut self) {
+        let now = current_msec();
+        let interval = self.conf().interval as u64;
+        let due = self.last_drain + interval;
+        if now >= due {
+            if self.drain_ev.timer_set() != 0 {
+                // SAFETY: our own timer.
+                unsafe { nginx_sys::ngx_del_timer(&mut self.drain_ev) };
+            }
+            self.drain();
+        } else if self.drain_ev.timer_set() == 0 {
+            // SAFETY: our own timer.
+            unsafe { nginx_sys::ngx_add_timer(&mut self.drain_ev, (due - now) as _) };
+        }
+    }
+
+    /// Publishes how many nodes this node is connected to.
+    pub fn update_online(&self) {
+        let n = self.peers.iter().filter(|p| p.is_established()).count();
+        super::status::get()
+            .nodes_online
+            .store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Publishes per zone how many records await acknowledgement (the
+    /// slowest peer's count).
+    pub fn update_inflight(&self) {
+        let mut worst = vec![0u64; self.zones.len()];
+        let mut acc = vec![0u64; self.zones.len()];
+        for p in &self.peers {
+            acc.iter_mut().for_each(|a| *a = 0);
+            p.add_inflight(&mut acc);
+            for (w, a) in worst.iter_mut().zip(&acc) {
+                *w = (*w).max(*a);
+            }
+        }
+        for (z, w) in self.zones.iter().zip(worst) {
+            z.set_inflight(w);
+        }
+    }
+}
+
+unsafe extern "C" fn on_wake(ev: *mut ngx_event_t) {
+    let c = (*ev).data.cast::<ngx_connection_t>();
+    let e = &mut *(*c).data.cast::<Engine>();
+    if (*c).close() != 0 {
+        // Graceful shutdown: nothing to close, the fd is the cycle's.
+        return;
+    }
+    let mut counter: u64 = 0;
+    // Edge-triggered: read the counter back to zero.
+    libc::read((*c).fd, (&mut counter as *mut u64).cast(), 8);
+    e.schedule_drain();
+}
+
+unsafe extern "C" fn on_drain_timer(ev: *mut ngx_event_t) {
+    let e = &mut *(*ev).data.cast::<Engine>();
+    e.drain();
+}
+
+unsafe extern "C" fn on_tick(ev: *mut ngx_event_t) {
+    let e = &mut *(*ev).data.cast::<Engine>();
+    let now = current_msec();
+    for z in &e.zones {
+        z.housekeeping(now);
+    }
+    // Safety net for wake-ups lost across a reload.
+    if e.zones.iter().any(|z| z.records_pending() > 0) {
+        e.schedule_drain();
+    }
+    nginx_sys::ngx_add_timer(ev, TICK_MS as _);
+}
