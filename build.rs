@@ -36,6 +36,9 @@ fn main() {
     println!("cargo::rerun-if-env-changed=DEP_NGINX_BUILD_DIR");
     if let (Ok(build_dir), Ok(out_dir)) = (env::var("DEP_NGINX_BUILD_DIR"), env::var("OUT_DIR")) {
         let profile_dir = PathBuf::from(out_dir).join("../../..");
-        let _ = fs::write(profile_dir.join("nginx-build-dir"), format!("{build_dir}\n"));
+        let _ = fs::write(
+            profile_dir.join("nginx-build-dir"),
+            format!("{build_dir}\n"),
+        );
     }
 }

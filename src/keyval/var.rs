@@ -133,8 +133,10 @@ pub unsafe fn get(
     NGX_OK as ngx_int_t
 }
 
-/// Writes the assigned value under `key`. An empty key is ignored (as
-/// nginx ignores empty keys in its other key-value modules).
+/// Writes the assigned value under `key`; assigning an empty value deletes
+/// the key (an absent key reads as empty anyway, and this way a deny list
+/// entry can be lifted from the configuration). An empty key is ignored, as
+/// nginx ignores empty keys in its other key-value modules.
 ///
 /// # Safety
 /// `v` is the value being assigned; `log` the connection's log.
@@ -142,11 +144,11 @@ pub unsafe fn set(kv: &KeyvalVar, key: &ngx_str_t, v: &ngx_variable_value_t, log
     if key.len == 0 {
         return;
     }
-    let value = if v.len() == 0 || v.data.is_null() {
-        &[][..]
-    } else {
-        core::slice::from_raw_parts(v.data, v.len() as usize)
-    };
+    if v.len() == 0 || v.data.is_null() {
+        (*kv.zone).delete(str_bytes(key));
+        return;
+    }
+    let value = core::slice::from_raw_parts(v.data, v.len() as usize);
     // Failures are logged by the zone.
     let _ = (*kv.zone).set(log, str_bytes(key), value, None);
 }

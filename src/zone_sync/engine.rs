@@ -138,6 +138,7 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, conf: &SrvConf) {
     }));
     ENGINE = engine;
     let e = &mut *engine;
+    log_settings(log, conf, e.zones.len());
 
     for ev in [ptr::addr_of_mut!(e.drain_ev), ptr::addr_of_mut!(e.tick_ev)] {
         (*ev).data = engine.cast();
@@ -185,6 +186,50 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, conf: &SrvConf) {
             e.peers.push(p);
         }
     }
+}
+
+/// The effective settings, at debug level (the tests read the defaults
+/// from this line).
+unsafe fn log_settings(log: *mut ngx_log_t, conf: &SrvConf, zones: usize) {
+    let s = |v: &nginx_sys::ngx_str_t| String::from_utf8_lossy(crate::ngx_ext::str_bytes(v)).into_owned();
+    let onoff = |f: nginx_sys::ngx_flag_t| if f == 1 { "on" } else { "off" };
+    let mut protocols = String::new();
+    for (bit, name) in [
+        (nginx_sys::NGX_SSL_SSLv2, "SSLv2"),
+        (nginx_sys::NGX_SSL_SSLv3, "SSLv3"),
+        (nginx_sys::NGX_SSL_TLSv1, "TLSv1"),
+        (nginx_sys::NGX_SSL_TLSv1_1, "TLSv1.1"),
+        (nginx_sys::NGX_SSL_TLSv1_2, "TLSv1.2"),
+        (nginx_sys::NGX_SSL_TLSv1_3, "TLSv1.3"),
+    ] {
+        if conf.ssl_protocols & bit as usize != 0 {
+            protocols.push_str(if protocols.is_empty() { "" } else { " " });
+            protocols.push_str(name);
+        }
+    }
+    ngx::ngx_log_debug!(
+        log,
+        "zone_sync: settings: buffers {} {}, connect_retry_interval {}ms, connect_timeout {}ms, \
+         interval {}ms, recv_buffer_size {}, timeout {}ms, ssl {}, ssl_protocols \"{}\", \
+         ssl_ciphers \"{}\", ssl_verify {}, ssl_verify_depth {}, ssl_server_name {}, \
+         ssl_name \"{}\", zones {}, node id {:016x}",
+        conf.bufs.num,
+        conf.bufs.size,
+        conf.connect_retry_interval,
+        conf.connect_timeout,
+        conf.interval,
+        conf.recv_buffer_size,
+        conf.timeout,
+        onoff(conf.ssl_enable),
+        protocols,
+        s(&conf.ssl_ciphers),
+        onoff(conf.ssl_verify),
+        conf.ssl_verify_depth,
+        onoff(conf.ssl_server_name),
+        s(&conf.ssl_name),
+        zones,
+        crate::node_id()
+    );
 }
 
 /// Stops the engine (exit_process).
