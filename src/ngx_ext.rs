@@ -67,14 +67,16 @@ pub fn merge_size(conf: &mut usize, prev: usize, default: usize) {
     }
 }
 
-/// `ngx_conf_merge_str_value`: an empty string is "unset".
-pub fn merge_str(conf: &mut ngx_str_t, prev: ngx_str_t, default: &'static [u8]) {
+/// `ngx_conf_merge_str_value`: a null string is "unset". The default is a
+/// C string because nginx passes such values to C APIs as they are
+/// (`ngx_ssl_ciphers` hands `data` to OpenSSL).
+pub fn merge_str(conf: &mut ngx_str_t, prev: ngx_str_t, default: &'static core::ffi::CStr) {
     if conf.data.is_null() {
         if !prev.data.is_null() {
             *conf = prev;
         } else {
-            conf.len = default.len();
-            conf.data = default.as_ptr().cast_mut();
+            conf.len = default.count_bytes();
+            conf.data = default.as_ptr().cast_mut().cast();
         }
     }
 }

@@ -181,7 +181,12 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, conf: &SrvConf) {
             continue;
         }
         for addr in core::slice::from_raw_parts(url.addrs, url.naddrs) {
-            let mut p = Peer::new(engine, addr, log);
+            let ssl_name = if conf.ssl_name.len > 0 {
+                conf.ssl_name
+            } else {
+                url.host
+            };
+            let mut p = Peer::new(engine, addr, ssl_name, log);
             p.start();
             e.peers.push(p);
         }
@@ -191,7 +196,9 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, conf: &SrvConf) {
 /// The effective settings, at debug level (the tests read the defaults
 /// from this line).
 unsafe fn log_settings(log: *mut ngx_log_t, conf: &SrvConf, zones: usize) {
-    let s = |v: &nginx_sys::ngx_str_t| String::from_utf8_lossy(crate::ngx_ext::str_bytes(v)).into_owned();
+    let s = |v: &nginx_sys::ngx_str_t| {
+        String::from_utf8_lossy(crate::ngx_ext::str_bytes(v)).into_owned()
+    };
     let onoff = |f: nginx_sys::ngx_flag_t| if f == 1 { "on" } else { "off" };
     let mut protocols = String::new();
     for (bit, name) in [

@@ -17,6 +17,7 @@ use nginx_sys::{
 pub mod conf;
 mod conn;
 mod engine;
+mod handshake;
 mod inbound;
 mod peer;
 mod ssl;

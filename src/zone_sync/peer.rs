@@ -17,6 +17,7 @@ use zone_sync_core::wire::ErrorCode;
 
 use super::conn::{self, ReadResult};
 use super::engine::Engine;
+use super::handshake;
 use super::status;
 use crate::kinds::SnapshotCursor;
 use crate::ngx_ext::current_msec;
@@ -28,6 +29,8 @@ enum State {
     Idle,
     /// TCP connect in progress.
     Connecting,
+    /// TLS handshake in progress.
+    Handshake,
     /// Connected, HELLO sent, waiting for the peer's.
     Hello,
     /// Sending the snapshot; live changes go out too.
@@ -53,6 +56,13 @@ pub struct Peer {
     pub name: String,
     name_str: ngx_str_t,
     addr: ngx_addr_t,
+    /// The name to verify and send with SNI (`zone_sync_ssl_name`, or the
+    /// host part of the server address).
+    ssl_name: ngx_str_t,
+    /// The last TLS session with this node, resumed on reconnect.
+    ssl_session: *mut handshake::SSL_SESSION,
+    /// The connection's log: the cycle's, naming this node in every line.
+    log: ngx_log_t,
     state: State,
     pc: ngx_peer_connection_t,
     conn: *mut ngx_connection_t,
@@ -72,13 +82,21 @@ pub struct Peer {
 impl Peer {
     /// # Safety
     /// `addr` stays valid for the cycle (it is in the configuration pool).
-    pub unsafe fn new(engine: *mut Engine, addr: &ngx_addr_t, log: *mut ngx_log_t) -> Box<Peer> {
+    pub unsafe fn new(
+        engine: *mut Engine,
+        addr: &ngx_addr_t,
+        ssl_name: ngx_str_t,
+        log: *mut ngx_log_t,
+    ) -> Box<Peer> {
         let name = String::from_utf8_lossy(crate::ngx_ext::str_bytes(&addr.name)).into_owned();
         let mut p = Box::new(Peer {
             engine,
             name_str: addr.name,
             name,
             addr: *addr,
+            ssl_name,
+            ssl_session: ptr::null_mut(),
+            log: *log,
             state: State::Idle,
             pc: mem::zeroed(),
             conn: ptr::null_mut(),
@@ -91,6 +109,9 @@ impl Peer {
             failure: None,
         });
         let me: *mut Peer = &mut *p;
+        p.log.handler = Some(log_context);
+        p.log.data = me.cast();
+        p.log.action = ptr::null_mut();
         p.timer.handler = Some(on_timer);
         p.timer.data = me.cast();
         p.timer.log = log;
@@ -123,7 +144,15 @@ impl Peer {
 
     unsafe fn connect(&mut self) {
         let e = self.engine();
-        let log = e.log;
+        // While failures repeat, nginx's own per-attempt error lines (for
+        // instance SSL_do_handshake() failed) are kept quiet: the first one
+        // was logged, and fail() logs a changed reason again.
+        self.log.log_level = if self.last_error.is_empty() {
+            (*e.log).log_level
+        } else {
+            (*e.log).log_level.min(nginx_sys::NGX_LOG_CRIT as usize)
+        };
+        let log: *mut ngx_log_t = &mut self.log;
         self.pc = mem::zeroed();
         self.pc.sockaddr = self.addr.sockaddr;
         self.pc.socklen = self.addr.socklen;
@@ -168,7 +197,48 @@ impl Peer {
         self.connected();
     }
 
+    /// TCP is up: TLS first if configured, then the protocol.
     unsafe fn connected(&mut self) {
+        let e = self.engine();
+        let conf = e.conf();
+        if conf.ssl.is_null() || conf.ssl_enable != 1 {
+            self.start_session();
+            return;
+        }
+        let c = self.conn;
+        self.state = State::Handshake;
+        self.log.action = c"SSL handshaking to zone_sync node".as_ptr().cast_mut();
+        match handshake::start(c, conf, &self.ssl_name, self.ssl_session) {
+            Err(why) => self.close(&why),
+            Ok(handshake::Start::Again) => {
+                (*(*c).ssl).handler = Some(on_handshake);
+                nginx_sys::ngx_add_timer((*c).write, conf.connect_timeout);
+            }
+            Ok(handshake::Start::Done) => on_handshake(c),
+        }
+    }
+
+    /// TLS is up: check it, remember the session, start the protocol.
+    unsafe fn handshaked(&mut self) {
+        let c = self.conn;
+        self.log.action = ptr::null_mut();
+        if (*(*c).write).timer_set() != 0 {
+            nginx_sys::ngx_del_timer((*c).write);
+        }
+        let e = self.engine();
+        if let Err(why) = handshake::finish(c, e.conf(), &self.ssl_name) {
+            self.close(&why);
+            return;
+        }
+        handshake::free_session(self.ssl_session);
+        self.ssl_session = handshake::save_session(c);
+        // ngx_ssl_handshake() replaced the event handlers.
+        (*(*c).read).handler = Some(on_read);
+        (*(*c).write).handler = Some(on_write);
+        self.start_session();
+    }
+
+    unsafe fn start_session(&mut self) {
         let e = self.engine();
         let now = current_msec();
         self.session = Some(Session::new(Role::Client, e.session_config(), now));
@@ -224,6 +294,7 @@ impl Peer {
         if !self.conn.is_null() {
             // SAFETY: the connection and its pool are ours.
             unsafe {
+                handshake::shutdown(self.conn);
                 let pool = (*self.conn).pool;
                 nginx_sys::ngx_close_connection(self.conn);
                 if !pool.is_null() {
@@ -245,6 +316,9 @@ impl Peer {
     /// Stops for good (worker exit): no log, no retry.
     pub fn shutdown(&mut self) {
         self.drop_connection();
+        // SAFETY: our own saved session, not used afterwards.
+        unsafe { handshake::free_session(self.ssl_session) };
+        self.ssl_session = ptr::null_mut();
         self.state = State::Idle;
     }
 
@@ -498,7 +572,7 @@ unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
     match p.state {
         State::Idle => p.connect(),
         State::Closing => p.drop_connection(),
-        State::Myself | State::Connecting => {}
+        State::Myself | State::Connecting | State::Handshake => {}
         State::Hello | State::Snapshot | State::Live => {
             let Some(s) = p.session.as_mut() else { return };
             match s.poll_timers(current_msec()) {
@@ -539,7 +613,7 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
         p.begin_close();
         return;
     }
-    if p.state == State::Connecting {
+    if matches!(p.state, State::Connecting | State::Handshake) {
         return;
     }
     match conn::read(c, p) {
@@ -566,6 +640,28 @@ impl conn::Endpoint for Peer {
             }
         }
     }
+}
+
+/// `c->ssl->handler`: the handshake ended, well or not.
+unsafe extern "C" fn on_handshake(c: *mut ngx_connection_t) {
+    let p = &mut *(*c).data.cast::<Peer>();
+    p.handshaked();
+}
+
+/// Log context of an outgoing connection: `, node: 127.0.0.1:9000` (after
+/// ` while <action>` when there is one), as nginx's modules add theirs.
+unsafe extern "C" fn log_context(log: *mut ngx_log_t, buf: *mut u8, len: usize) -> *mut u8 {
+    let p = &*(*log).data.cast::<Peer>();
+    let mut text = String::new();
+    if !(*log).action.is_null() {
+        text.push_str(" while ");
+        text.push_str(&core::ffi::CStr::from_ptr((*log).action).to_string_lossy());
+    }
+    text.push_str(", node: ");
+    text.push_str(&p.name);
+    let n = text.len().min(len);
+    ptr::copy_nonoverlapping(text.as_ptr(), buf, n);
+    buf.add(n)
 }
 
 /// `SO_ERROR` of a non-blocking connect, as nginx's proxy checks it.
