@@ -199,3 +199,12 @@ pub fn current_msec() -> u64 {
     // SAFETY: plain read of a word-sized global updated by this thread.
     unsafe { nginx_sys::ngx_current_msec as u64 }
 }
+
+/// Whether this worker is shutting down gracefully (QUIT, or a reload
+/// replacing it): no new outgoing connections then.
+pub fn exiting() -> bool {
+    // SAFETY: plain reads of nginx's process globals.
+    unsafe {
+        nginx_sys::ngx_exiting != 0 || nginx_sys::ngx_quit != 0 || nginx_sys::ngx_terminate != 0
+    }
+}

@@ -7,16 +7,15 @@ use core::{mem, ptr};
 
 use nginx_sys::{
     ngx_array_create, ngx_array_push, ngx_array_t, ngx_bufs_t, ngx_cmp_sockaddr, ngx_command_t,
-    ngx_conf_bitmask_t, ngx_conf_post_t, ngx_conf_set_bitmask_slot, ngx_conf_set_flag_slot,
-    ngx_conf_set_keyval_slot, ngx_conf_set_msec_slot, ngx_conf_set_num_slot,
-    ngx_conf_set_size_slot, ngx_conf_set_str_slot, ngx_conf_t, ngx_flag_t, ngx_msec_t,
-    ngx_parse_size, ngx_parse_url, ngx_pcalloc, ngx_ssl_t, ngx_str_t, ngx_stream_conf_ctx_t,
-    ngx_stream_core_srv_conf_t, ngx_uint_t, ngx_url_t, NGX_SSL_SSLv2, NGX_SSL_SSLv3, NGX_SSL_TLSv1,
-    NGX_SSL_TLSv1_1, NGX_SSL_TLSv1_2, NGX_SSL_TLSv1_3, NGX_CONF_1MORE, NGX_CONF_BITMASK_SET,
-    NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE2, NGX_LOG_EMERG,
-    NGX_STREAM_MAIN_CONF, NGX_STREAM_SRV_CONF,
+    ngx_conf_bitmask_t, ngx_conf_post_t, ngx_conf_set_flag_slot, ngx_conf_set_keyval_slot,
+    ngx_conf_set_msec_slot, ngx_conf_set_num_slot, ngx_conf_set_size_slot, ngx_conf_set_str_slot,
+    ngx_conf_t, ngx_flag_t, ngx_msec_t, ngx_parse_size, ngx_parse_url, ngx_pcalloc, ngx_ssl_t,
+    ngx_str_t, ngx_stream_conf_ctx_t, ngx_stream_core_srv_conf_t, ngx_uint_t, ngx_url_t,
+    NGX_SSL_SSLv2, NGX_SSL_SSLv3, NGX_SSL_TLSv1, NGX_SSL_TLSv1_1, NGX_SSL_TLSv1_2, NGX_SSL_TLSv1_3,
+    NGX_CONF_1MORE, NGX_CONF_BITMASK_SET, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
+    NGX_CONF_TAKE12, NGX_CONF_TAKE2, NGX_LOG_EMERG, NGX_STREAM_MAIN_CONF, NGX_STREAM_SRV_CONF,
 };
-use ngx::{ngx_conf_log_error, ngx_string};
+use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
 
 use super::ssl;
 use crate::ngx_ext::{
@@ -85,6 +84,8 @@ pub struct MainConf {
     pub line: ngx_uint_t,
     /// The shared counters zone ([`super::status`]).
     pub status: *mut nginx_sys::ngx_shm_zone_t,
+    /// The stream core conf of the zone_sync server (its `resolver`).
+    pub core: *mut ngx_stream_core_srv_conf_t,
 }
 
 static mut SSL_PROTOCOLS: [ngx_conf_bitmask_t; 7] = [
@@ -247,9 +248,8 @@ pub static mut COMMANDS: [ngx_command_t; 22] = [
     command!(
         "zone_sync_ssl_protocols",
         MAIN_SRV | NGX_CONF_1MORE,
-        ngx_conf_set_bitmask_slot,
-        field!(ssl_protocols),
-        ptr::addr_of_mut!(SSL_PROTOCOLS).cast()
+        set_protocols,
+        field!(ssl_protocols)
     ),
     command!(
         "zone_sync_ssl_server_name",
@@ -351,19 +351,19 @@ pub unsafe extern "C" fn merge_srv_conf(
             prev.ssl_protocols
         };
     }
-    merge_str(&mut conf.ssl_ciphers, prev.ssl_ciphers, b"DEFAULT");
-    merge_str(&mut conf.ssl_certificate, prev.ssl_certificate, b"");
-    merge_str(&mut conf.ssl_certificate_key, prev.ssl_certificate_key, b"");
+    merge_str(&mut conf.ssl_ciphers, prev.ssl_ciphers, c"DEFAULT");
+    merge_str(&mut conf.ssl_certificate, prev.ssl_certificate, c"");
+    merge_str(&mut conf.ssl_certificate_key, prev.ssl_certificate_key, c"");
     merge_ptr(&mut conf.ssl_passwords, prev.ssl_passwords, ptr::null_mut());
     merge_str(
         &mut conf.ssl_trusted_certificate,
         prev.ssl_trusted_certificate,
-        b"",
+        c"",
     );
-    merge_str(&mut conf.ssl_crl, prev.ssl_crl, b"");
+    merge_str(&mut conf.ssl_crl, prev.ssl_crl, c"");
     merge_flag(&mut conf.ssl_verify, prev.ssl_verify, 0);
     merge_uint(&mut conf.ssl_verify_depth, prev.ssl_verify_depth, 1);
-    merge_str(&mut conf.ssl_name, prev.ssl_name, b"");
+    merge_str(&mut conf.ssl_name, prev.ssl_name, c"");
     merge_flag(&mut conf.ssl_server_name, prev.ssl_server_name, 0);
     merge_ptr(
         &mut conf.ssl_conf_commands,
@@ -379,28 +379,30 @@ pub unsafe extern "C" fn merge_srv_conf(
     let file = cscf.file_name;
     let line = cscf.line;
 
+    // Checked here, once both are known; nginx's style for errors found
+    // while merging: the location of the server block they apply to.
+    let at = format!("for server in {}:{}", cstr_lossy(file), line);
+
     if conf.recv_buffer_size < conf.bufs.size {
-        ngx_conf_log_error!(
+        ngx_log_error!(
             NGX_LOG_EMERG,
-            cf,
+            (*cf).log,
             "\"zone_sync_recv_buffer_size\" ({}) must be at least one \"zone_sync_buffers\" buffer \
-             ({}) for the server in {}:{}",
+             ({}) {}",
             conf.recv_buffer_size,
             conf.bufs.size,
-            cstr_lossy(file),
-            line
+            at
         );
         return CONF_ERROR;
     }
 
     if conf.enabled != 1 {
         if !conf.servers.is_null() {
-            ngx_conf_log_error!(
+            ngx_log_error!(
                 NGX_LOG_EMERG,
-                cf,
-                "\"zone_sync_server\" requires \"zone_sync\" in the same server in {}:{}",
-                cstr_lossy(file),
-                line
+                (*cf).log,
+                "\"zone_sync_server\" requires \"zone_sync\" {}",
+                at
             );
             return CONF_ERROR;
         }
@@ -409,12 +411,11 @@ pub unsafe extern "C" fn merge_srv_conf(
 
     let servers = conf.servers();
     if servers.is_empty() {
-        ngx_conf_log_error!(
+        ngx_log_error!(
             NGX_LOG_EMERG,
-            cf,
-            "\"zone_sync\" requires at least one \"zone_sync_server\" in the server in {}:{}",
-            cstr_lossy(file),
-            line
+            (*cf).log,
+            "\"zone_sync\" requires at least one \"zone_sync_server\" {}",
+            at
         );
         return CONF_ERROR;
     }
@@ -422,18 +423,17 @@ pub unsafe extern "C" fn merge_srv_conf(
     if servers.iter().any(|s| s.resolve) {
         let resolver = cscf.resolver;
         if resolver.is_null() || (*resolver).connections.nelts == 0 {
-            ngx_conf_log_error!(
+            ngx_log_error!(
                 NGX_LOG_EMERG,
-                cf,
-                "no resolver defined to resolve \"zone_sync_server\" names for the server in {}:{}",
-                cstr_lossy(file),
-                line
+                (*cf).log,
+                "no resolver defined to resolve names at run time in \"zone_sync_server\" {}",
+                at
             );
             return CONF_ERROR;
         }
     }
 
-    if conf.ssl_enable == 1 && ssl::configure(cf, conf).is_err() {
+    if conf.ssl_enable == 1 && ssl::configure(cf, conf, &at).is_err() {
         return CONF_ERROR;
     }
 
@@ -462,10 +462,13 @@ unsafe extern "C" fn set_zone_sync(
     let module = &*ptr::addr_of!(super::ngx_stream_zone_sync_module);
     let mcf = &mut *stream_main_conf::<MainConf>(cf, module);
     if !mcf.zone_sync.is_null() {
-        ngx_conf_log_error!(
+        let here = &*(*cf).conf_file;
+        ngx_log_error!(
             NGX_LOG_EMERG,
-            cf,
-            "\"zone_sync\" is duplicate: it is already enabled in another server in {}:{}",
+            (*cf).log,
+            "\"zone_sync\" directive is duplicate in {}:{}, another server enables it in {}:{}",
+            String::from_utf8_lossy(str_bytes(&here.file.name)),
+            here.line,
             String::from_utf8_lossy(str_bytes(&mcf.file)),
             mcf.line
         );
@@ -473,6 +476,10 @@ unsafe extern "C" fn set_zone_sync(
     }
     (*conf).enabled = 1;
     mcf.zone_sync = conf;
+    mcf.core = stream_srv_conf::<ngx_stream_core_srv_conf_t>(
+        cf,
+        &*ptr::addr_of!(nginx_sys::ngx_stream_core_module),
+    );
     mcf.status = super::status::declare(
         cf,
         ptr::addr_of_mut!(super::ngx_stream_zone_sync_module).cast(),
@@ -508,7 +515,7 @@ unsafe extern "C" fn set_server(
             ngx_conf_log_error!(
                 NGX_LOG_EMERG,
                 cf,
-                "invalid parameter \"{}\"",
+                "invalid parameter \"{}\" in \"zone_sync_server\" directive",
                 String::from_utf8_lossy(str_bytes(a))
             );
             return CONF_ERROR;
@@ -559,7 +566,8 @@ unsafe extern "C" fn set_server(
         ngx_conf_log_error!(
             NGX_LOG_EMERG,
             cf,
-            "\"resolve\" cannot be used with a unix socket in \"{}\"",
+            "\"resolve\" cannot be used with a unix socket in \"{}\" of the \"zone_sync_server\" \
+             directive",
             String::from_utf8_lossy(str_bytes(&value))
         );
         return CONF_ERROR;
@@ -583,12 +591,23 @@ unsafe extern "C" fn set_server(
             return CONF_ERROR;
         }
         if same_node(other, &url) {
-            ngx_conf_log_error!(
-                NGX_LOG_EMERG,
-                cf,
-                "duplicate zone_sync_server \"{}\"",
-                String::from_utf8_lossy(str_bytes(&value))
-            );
+            let first = str_bytes(&other.url.url);
+            if first == str_bytes(&value) {
+                ngx_conf_log_error!(
+                    NGX_LOG_EMERG,
+                    cf,
+                    "duplicate node \"{}\" in \"zone_sync_server\" directive",
+                    String::from_utf8_lossy(str_bytes(&value))
+                );
+            } else {
+                ngx_conf_log_error!(
+                    NGX_LOG_EMERG,
+                    cf,
+                    "duplicate node \"{}\" in \"zone_sync_server\" directive, the same as \"{}\"",
+                    String::from_utf8_lossy(str_bytes(&value)),
+                    String::from_utf8_lossy(first)
+                );
+            }
             return CONF_ERROR;
         }
     }
@@ -606,7 +625,8 @@ unsafe extern "C" fn set_server(
             ngx_conf_log_error!(
                 NGX_LOG_EMERG,
                 cf,
-                "duplicate zone_sync_server \"{}\"",
+                "duplicate node \"{}\" in \"zone_sync_server\" directive, the name has one \
+                 address twice",
                 String::from_utf8_lossy(str_bytes(&value))
             );
             return CONF_ERROR;
@@ -682,10 +702,47 @@ unsafe extern "C" fn set_password_file(
         return conf_msg(c"is duplicate");
     }
     let mut file = conf_args(cf)[1];
-    conf.ssl_passwords = nginx_sys::ngx_ssl_read_password_file(cf, &mut file);
+    conf.ssl_passwords = ssl::read_password_file(cf, &mut file);
     if conf.ssl_passwords.is_null() {
         return CONF_ERROR;
     }
+    CONF_OK
+}
+
+/// `zone_sync_ssl_protocols [SSLv2] [SSLv3] [TLSv1] [TLSv1.1] [TLSv1.2] [TLSv1.3];`
+///
+/// nginx's bitmask slot, but a second directive on one level is refused
+/// like every other single-valued directive, and an unknown name is
+/// reported with the directive's name.
+unsafe extern "C" fn set_protocols(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    let conf = &mut *conf.cast::<SrvConf>();
+    if conf.ssl_protocols != 0 {
+        return conf_msg(c"is duplicate");
+    }
+    let names = &*ptr::addr_of!(SSL_PROTOCOLS);
+    let mut mask = NGX_CONF_BITMASK_SET as ngx_uint_t;
+    for a in &conf_args(cf)[1..] {
+        let v = str_bytes(a);
+        let Some(p) = names
+            .iter()
+            .take_while(|p| p.name.len != 0)
+            .find(|p| str_bytes(&p.name).eq_ignore_ascii_case(v))
+        else {
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "invalid value \"{}\" in \"zone_sync_ssl_protocols\" directive",
+                String::from_utf8_lossy(v)
+            );
+            return CONF_ERROR;
+        };
+        mask |= p.mask;
+    }
+    conf.ssl_protocols = mask;
     CONF_OK
 }
 

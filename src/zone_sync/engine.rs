@@ -11,14 +11,17 @@ use core::{mem, ptr};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nginx_sys::{
-    ngx_connection_t, ngx_cycle_t, ngx_event_t, ngx_log_t, NGX_LOG_ALERT, NGX_LOG_ERR,
+    ngx_connection_t, ngx_cycle_t, ngx_event_t, ngx_log_t, ngx_stream_core_srv_conf_t,
+    NGX_LOG_ALERT, NGX_LOG_ERR, NGX_LOG_NOTICE,
 };
-use ngx::ngx_log_error;
+use ngx::{ngx_log_debug, ngx_log_error};
 use zone_sync_core::session::{SessionConfig, ZoneInfo};
 use zone_sync_core::wire;
 
 use super::conf::SrvConf;
+use super::members::{self, NodeAddr};
 use super::peer::Peer;
+use super::resolve::Resolve;
 use crate::kinds::{self, Record, SyncZone};
 use crate::ngx_ext::current_msec;
 
@@ -71,6 +74,8 @@ pub struct Engine {
     pub zones: Vec<&'static dyn SyncZone>,
     infos: Vec<ZoneInfo>,
     peers: Vec<Box<Peer>>,
+    /// The DNS name behind the member list, with `resolve`.
+    resolve: Option<Box<Resolve>>,
     wake_conn: *mut ngx_connection_t,
     drain_ev: ngx_event_t,
     tick_ev: ngx_event_t,
@@ -113,7 +118,11 @@ pub fn wake() {
 /// # Safety
 /// Called once from init_process of worker 0 with the running cycle and
 /// the zone_sync server's configuration.
-pub unsafe fn start(cycle: *mut ngx_cycle_t, conf: &SrvConf) {
+pub unsafe fn start(
+    cycle: *mut ngx_cycle_t,
+    conf: &SrvConf,
+    core: *mut ngx_stream_core_srv_conf_t,
+) {
     let log = (*cycle).log;
     let zones: Vec<&'static dyn SyncZone> = kinds::zones(cycle)
         .into_iter()
@@ -130,6 +139,7 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, conf: &SrvConf) {
         zones,
         infos,
         peers: Vec::new(),
+        resolve: None,
         wake_conn: ptr::null_mut(),
         drain_ev: mem::zeroed(),
         tick_ev: mem::zeroed(),
@@ -177,16 +187,47 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, conf: &SrvConf) {
 
     for server in conf.servers() {
         let url = &server.url;
+        if server.resolve {
+            let mut r = Resolve::new(
+                engine,
+                crate::ngx_ext::str_bytes(&url.host),
+                url.port,
+                (*core).resolver,
+                (*core).resolver_timeout,
+                log,
+            );
+            r.start();
+            e.resolve = Some(r);
+            continue;
+        }
         if url.addrs.is_null() {
             continue;
         }
         for addr in core::slice::from_raw_parts(url.addrs, url.naddrs) {
+            let node = NodeAddr::new(
+                addr.sockaddr,
+                addr.socklen,
+                crate::ngx_ext::str_bytes(&addr.name),
+            );
+            if members::is_self(cycle, &node) {
+                ngx_log_debug!(
+                    log,
+                    "zone_sync: node {} is this node",
+                    String::from_utf8_lossy(&node.name)
+                );
+                continue;
+            }
             let ssl_name = if conf.ssl_name.len > 0 {
                 conf.ssl_name
             } else {
                 url.host
             };
-            let mut p = Peer::new(engine, addr, ssl_name, log);
+            let mut p = Peer::new(
+                engine,
+                node,
+                crate::ngx_ext::str_bytes(&ssl_name).to_vec(),
+                log,
+            );
             p.start();
             e.peers.push(p);
         }
@@ -250,6 +291,9 @@ pub fn stop() {
         let e = Box::from_raw(ENGINE);
         ENGINE = ptr::null_mut();
         let mut e = e;
+        if let Some(r) = e.resolve.as_mut() {
+            r.stop();
+        }
         for p in e.peers.iter_mut() {
             p.shutdown();
         }
@@ -378,6 +422,61 @@ impl Engine {
             // SAFETY: our own timer.
             unsafe { nginx_sys::ngx_add_timer(&mut self.drain_ev, (due - now) as _) };
         }
+    }
+
+    /// Nodes currently in the member list.
+    pub fn node_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Replaces the member list with a fresh DNS answer: new addresses are
+    /// connected to, vanished ones disconnected and forgotten.
+    pub fn set_members(&mut self, nodes: Vec<NodeAddr>) {
+        let me: *mut Engine = self;
+        let cycle = crate::ngx_ext::cycle();
+        // SAFETY: the running cycle.
+        let nodes: Vec<NodeAddr> = nodes
+            .into_iter()
+            .filter(|n| unsafe { !members::is_self(cycle, n) })
+            .collect();
+        let log = self.log;
+        let mut i = 0;
+        while i < self.peers.len() {
+            if nodes.iter().any(|n| n.same(&self.peers[i].addr)) {
+                i += 1;
+                continue;
+            }
+            let mut p = self.peers.swap_remove(i);
+            ngx_log_error!(
+                NGX_LOG_NOTICE,
+                log,
+                "zone_sync: node {} left the cluster (DNS)",
+                p.name
+            );
+            p.shutdown();
+        }
+        for n in nodes {
+            if self.peers.iter().any(|p| p.addr.same(&n)) {
+                continue;
+            }
+            ngx_log_error!(
+                NGX_LOG_NOTICE,
+                log,
+                "zone_sync: node {} joined the cluster (DNS)",
+                String::from_utf8_lossy(&n.name)
+            );
+            let ssl_name = if self.conf().ssl_name.len > 0 {
+                // SAFETY: a configuration string.
+                unsafe { crate::ngx_ext::str_bytes(&self.conf().ssl_name) }.to_vec()
+            } else {
+                n.host()
+            };
+            // SAFETY: the engine's log outlives its peers.
+            let mut p = unsafe { Peer::new(me, n, ssl_name, log) };
+            p.start();
+            self.peers.push(p);
+        }
+        self.update_online();
     }
 
     /// Publishes how many nodes this node is connected to.

@@ -19,7 +19,9 @@ mod conn;
 mod engine;
 mod handshake;
 mod inbound;
+mod members;
 mod peer;
+mod resolve;
 mod ssl;
 pub mod status;
 
@@ -91,7 +93,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         status::attach(mcf.status);
     }
     if is_worker_zero() {
-        engine::start(cycle, &*mcf.zone_sync);
+        engine::start(cycle, &*mcf.zone_sync, mcf.core);
     }
     NGX_OK as ngx_int_t
 }

@@ -8,8 +8,8 @@ use core::{mem, ptr};
 use std::collections::VecDeque;
 
 use nginx_sys::{
-    ngx_addr_t, ngx_connection_t, ngx_event_t, ngx_log_t, ngx_peer_connection_t, ngx_str_t,
-    NGX_AGAIN, NGX_ERROR, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE,
+    ngx_connection_t, ngx_event_t, ngx_log_t, ngx_peer_connection_t, ngx_str_t, NGX_AGAIN,
+    NGX_ERROR, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE,
 };
 use ngx::ngx_log_error;
 use zone_sync_core::session::{Event, Role, Session, SessionError};
@@ -18,6 +18,7 @@ use zone_sync_core::wire::ErrorCode;
 use super::conn::{self, ReadResult};
 use super::engine::Engine;
 use super::handshake;
+use super::members::NodeAddr;
 use super::status;
 use crate::kinds::SnapshotCursor;
 use crate::ngx_ext::current_msec;
@@ -55,10 +56,10 @@ pub struct Peer {
     /// "127.0.0.1:9000", for logs.
     pub name: String,
     name_str: ngx_str_t,
-    addr: ngx_addr_t,
+    pub addr: NodeAddr,
     /// The name to verify and send with SNI (`zone_sync_ssl_name`, or the
     /// host part of the server address).
-    ssl_name: ngx_str_t,
+    ssl_name: Vec<u8>,
     /// The last TLS session with this node, resumed on reconnect.
     ssl_session: *mut handshake::SSL_SESSION,
     /// The connection's log: the cycle's, naming this node in every line.
@@ -81,19 +82,22 @@ pub struct Peer {
 
 impl Peer {
     /// # Safety
-    /// `addr` stays valid for the cycle (it is in the configuration pool).
+    /// `log` outlives the peer.
     pub unsafe fn new(
         engine: *mut Engine,
-        addr: &ngx_addr_t,
-        ssl_name: ngx_str_t,
+        addr: NodeAddr,
+        ssl_name: Vec<u8>,
         log: *mut ngx_log_t,
     ) -> Box<Peer> {
-        let name = String::from_utf8_lossy(crate::ngx_ext::str_bytes(&addr.name)).into_owned();
+        let name = String::from_utf8_lossy(&addr.name).into_owned();
         let mut p = Box::new(Peer {
             engine,
-            name_str: addr.name,
+            name_str: ngx_str_t {
+                len: 0,
+                data: ptr::null_mut(),
+            },
             name,
-            addr: *addr,
+            addr,
             ssl_name,
             ssl_session: ptr::null_mut(),
             log: *log,
@@ -109,6 +113,10 @@ impl Peer {
             failure: None,
         });
         let me: *mut Peer = &mut *p;
+        p.name_str = ngx_str_t {
+            len: p.addr.name.len(),
+            data: p.addr.name.as_mut_ptr(),
+        };
         p.log.handler = Some(log_context);
         p.log.data = me.cast();
         p.log.action = ptr::null_mut();
@@ -143,6 +151,9 @@ impl Peer {
     }
 
     unsafe fn connect(&mut self) {
+        if crate::ngx_ext::exiting() {
+            return;
+        }
         let e = self.engine();
         // While failures repeat, nginx's own per-attempt error lines (for
         // instance SSL_do_handshake() failed) are kept quiet: the first one
@@ -154,7 +165,7 @@ impl Peer {
         };
         let log: *mut ngx_log_t = &mut self.log;
         self.pc = mem::zeroed();
-        self.pc.sockaddr = self.addr.sockaddr;
+        self.pc.sockaddr = (&mut self.addr.sockaddr as *mut nginx_sys::ngx_sockaddr_t).cast();
         self.pc.socklen = self.addr.socklen;
         self.pc.name = &mut self.name_str;
         self.pc.get = Some(nginx_sys::ngx_event_get_peer);
@@ -208,7 +219,11 @@ impl Peer {
         let c = self.conn;
         self.state = State::Handshake;
         self.log.action = c"SSL handshaking to zone_sync node".as_ptr().cast_mut();
-        match handshake::start(c, conf, &self.ssl_name, self.ssl_session) {
+        let name = ngx_str_t {
+            len: self.ssl_name.len(),
+            data: self.ssl_name.as_mut_ptr(),
+        };
+        match handshake::start(c, conf, &name, self.ssl_session) {
             Err(why) => self.close(&why),
             Ok(handshake::Start::Again) => {
                 (*(*c).ssl).handler = Some(on_handshake);
@@ -226,7 +241,11 @@ impl Peer {
             nginx_sys::ngx_del_timer((*c).write);
         }
         let e = self.engine();
-        if let Err(why) = handshake::finish(c, e.conf(), &self.ssl_name) {
+        let name = ngx_str_t {
+            len: self.ssl_name.len(),
+            data: self.ssl_name.as_mut_ptr(),
+        };
+        if let Err(why) = handshake::finish(c, e.conf(), &name) {
             self.close(&why);
             return;
         }
