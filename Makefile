@@ -20,7 +20,8 @@ PROVE_JOBS  ?= 1
 
 # Debian packages the build and the tests need.
 DEB_PACKAGES := clang libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config \
-                openssl curl faketime libio-socket-ssl-perl libnet-dns-perl
+                openssl curl faketime libio-socket-ssl-perl libnet-dns-perl \
+                golang-go golang-github-nginxinc-nginx-plus-go-client-dev
 
 ifeq ($(PROFILE),release)
 CARGO_PROFILE_FLAG := --release
@@ -53,9 +54,11 @@ deps:
 build: deps
 	$(CARGO) build $(CARGO_PROFILE_FLAG) $(CARGO_FEATURES) -p ngx_stream_zone_sync_module
 	@mkdir -p $(BUILD)
-	cp target/$(PROFILE)/libngx_stream_zone_sync_module.so $(MODULE)
+	@# install(1) replaces the file instead of rewriting it in place, so a
+	@# running nginx that has the old module mapped is not disturbed.
+	install -m 0644 target/$(PROFILE)/libngx_stream_zone_sync_module.so $(MODULE)
 	@if [ -z "$(NGINX_BUILD_DIR)" ]; then \
-	    cp "$$(cat target/$(PROFILE)/nginx-build-dir)/nginx" $(NGINX); \
+	    install -m 0755 "$$(cat target/$(PROFILE)/nginx-build-dir)/nginx" $(NGINX); \
 	    echo "built $(NGINX) and $(MODULE)"; \
 	else \
 	    echo "built $(MODULE) against $(NGINX_BUILD_DIR)"; \

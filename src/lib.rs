@@ -12,12 +12,14 @@ use core::ptr;
 
 use nginx_sys::ngx_module_t;
 
+pub mod api;
 pub mod keyval;
 pub mod kinds;
 mod ngx_ext;
 mod shm;
 pub mod zone_sync;
 
+use api::ngx_http_api_module;
 use keyval::http::ngx_http_keyval_module;
 use keyval::stream::ngx_stream_keyval_module;
 use zone_sync::ngx_stream_zone_sync_module;
@@ -48,20 +50,22 @@ pub fn node_id() -> u64 {
 /// Pointers to every module of this object, null-terminated.
 #[no_mangle]
 #[allow(non_upper_case_globals)]
-pub static mut ngx_modules: [*const ngx_module_t; 4] = [
+pub static mut ngx_modules: [*const ngx_module_t; 5] = [
     ptr::addr_of!(ngx_stream_zone_sync_module),
     ptr::addr_of!(ngx_http_keyval_module),
     ptr::addr_of!(ngx_stream_keyval_module),
+    ptr::addr_of!(ngx_http_api_module),
     ptr::null(),
 ];
 
 /// Module names, in the order of `ngx_modules`.
 #[no_mangle]
 #[allow(non_upper_case_globals)]
-pub static mut ngx_module_names: [*const c_char; 4] = [
+pub static mut ngx_module_names: [*const c_char; 5] = [
     c"ngx_stream_zone_sync_module".as_ptr(),
     c"ngx_http_keyval_module".as_ptr(),
     c"ngx_stream_keyval_module".as_ptr(),
+    c"ngx_http_api_module".as_ptr(),
     ptr::null(),
 ];
 

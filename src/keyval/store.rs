@@ -107,6 +107,24 @@ pub enum StoreError {
     NoMemory,
 }
 
+/// Why an API write was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ApiWriteError {
+    /// POST of a key that exists.
+    Exists,
+    /// POST of several keys into a zone that is not empty.
+    NotEmpty,
+    /// PATCH of a key that does not exist.
+    NotFound,
+    Store(StoreError),
+}
+
+impl From<StoreError> for ApiWriteError {
+    fn from(e: StoreError) -> Self {
+        ApiWriteError::Store(e)
+    }
+}
+
 /// What a local write did to the zone.
 #[derive(Debug, Default)]
 pub struct WriteOutcome {
@@ -215,11 +233,31 @@ impl Store {
         unsafe { SlabLock::new(self.pool) }
     }
 
-    /// Live records (tombstones not counted).
+    /// Live records (tombstones and expired records not counted).
+    ///
+    /// Expired records are freed from the old end of the write queue only,
+    /// so one with a short `expire` (API) or a short remaining lifetime
+    /// (received from a peer) can wait behind longer-lived ones: it is
+    /// invisible to reads but still in `live`. Counting them out takes a
+    /// walk of the zone (O(records), for the API's status reads).
     pub fn records_total(&self) -> u64 {
         let _l = self.lock();
-        // SAFETY: read under the lock.
-        unsafe { (*self.sh).live }
+        let now = crate::ngx_ext::current_msec();
+        // SAFETY: read and walked under the lock.
+        unsafe {
+            let live = (*self.sh).live;
+            let head = ptr::addr_of_mut!((*self.sh).by_write);
+            let mut expired = 0;
+            let mut q = (*head).next;
+            while q != head {
+                let n = Node::from_by_write(q);
+                if !Node::is_tombstone(n) && Node::expired(n, now) {
+                    expired += 1;
+                }
+                q = (*q).next;
+            }
+            live.saturating_sub(expired)
+        }
     }
 
     /// Local changes not yet delivered to every peer.
@@ -368,6 +406,143 @@ impl Store {
         }
     }
 
+    /// An API `POST`: inserts `entries` (distinct keys) under one lock, all
+    /// or nothing. With `only_if_empty` the zone must hold no live record
+    /// (`NotEmpty`); otherwise no entry may exist yet (`Exists`). An entry's
+    /// `expire` (ms; 0 = never) overrides the zone timeout. Records older
+    /// than the batch may be evicted to make room, never the batch's own.
+    pub fn insert_new(
+        &self,
+        entries: &[(&[u8], &[u8], Option<u64>)],
+        only_if_empty: bool,
+        now: u64,
+        wall: u64,
+        node_id: u64,
+    ) -> Result<WriteOutcome, ApiWriteError> {
+        for &(key, value, _) in entries {
+            self.check_api_size(key.len(), value.len())?;
+        }
+        let lock = self.lock();
+        // SAFETY: all zone memory is touched under the lock.
+        unsafe {
+            self.expire_locked(&lock, now, EXPIRE_PER_WRITE);
+            if only_if_empty && self.has_live_locked(now) {
+                return Err(ApiWriteError::NotEmpty);
+            }
+            for &(key, _, _) in entries {
+                let n = self.find(key);
+                if !n.is_null() && !Node::is_tombstone(n) && !Node::expired(n, now) {
+                    return Err(ApiWriteError::Exists);
+                }
+            }
+            let mut total = WriteOutcome::default();
+            for (i, &(key, value, expire_ms)) in entries.iter().enumerate() {
+                let v = Version {
+                    hlc: (*self.sh).hlc.next(wall),
+                    origin: node_id,
+                };
+                let expire = self.deadline(expire_ms, now);
+                match self.put_locked_keep(&lock, key, value, v, expire, false, true, i as u64) {
+                    Ok(out) => total.evicted += out.evicted,
+                    Err(e) => {
+                        // Undo the batch. A tombstone a batch key replaced
+                        // is not restored: like an eviction, it only
+                        // means a peer may keep an older copy of that key.
+                        for &(done, _, _) in &entries[..i] {
+                            let n = self.find(done);
+                            if !n.is_null() {
+                                self.free_node(&lock, n);
+                            }
+                        }
+                        return Err(e.into());
+                    }
+                }
+            }
+            Ok(total)
+        }
+    }
+
+    /// An API `PATCH` of one live key: a new value and/or a new `expire`
+    /// (ms; 0 = never), under one lock. A new value without `expire`
+    /// restarts the zone timeout, as any write does; `expire` alone keeps
+    /// the value.
+    pub fn update(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        expire_ms: Option<u64>,
+        now: u64,
+        wall: u64,
+        node_id: u64,
+    ) -> Result<WriteOutcome, ApiWriteError> {
+        if let Some(value) = value {
+            self.check_api_size(key.len(), value.len())?;
+        }
+        let lock = self.lock();
+        // SAFETY: all zone memory is touched under the lock.
+        unsafe {
+            let n = self.find(key);
+            if n.is_null() || Node::is_tombstone(n) || Node::expired(n, now) {
+                return Err(ApiWriteError::NotFound);
+            }
+            // The old value is copied: put_locked writes into the node it
+            // may be read from.
+            let value = match value {
+                Some(v) => v.to_vec(),
+                None => Node::value(n).to_vec(),
+            };
+            let v = Version {
+                hlc: (*self.sh).hlc.next(wall),
+                origin: node_id,
+            };
+            let expire = self.deadline(expire_ms, now);
+            Ok(self.put_locked(&lock, key, &value, v, expire, false, true)?)
+        }
+    }
+
+    /// The deadline of a local write: `expire_ms` if given (0 = never),
+    /// else the zone timeout.
+    fn deadline(&self, expire_ms: Option<u64>, now: u64) -> u64 {
+        let ttl = expire_ms.unwrap_or(self.timeout);
+        if ttl == 0 {
+            0
+        } else {
+            now.saturating_add(ttl)
+        }
+    }
+
+    /// Whether any live, unexpired record exists (walks past tombstones
+    /// and expired records, newest first; stops at the first live one).
+    unsafe fn has_live_locked(&self, now: u64) -> bool {
+        if (*self.sh).live == 0 {
+            return false;
+        }
+        let head = ptr::addr_of_mut!((*self.sh).by_write);
+        let mut q = (*head).next;
+        while q != head {
+            let n = Node::from_by_write(q);
+            if !Node::is_tombstone(n) && !Node::expired(n, now) {
+                return true;
+            }
+            q = (*q).next;
+        }
+        false
+    }
+
+    /// [`Self::check_size`], and no record larger than a quarter of the
+    /// zone: storing it would evict most of the zone (an API client cannot
+    /// empty a zone by sending one huge value).
+    fn check_api_size(&self, key_len: usize, value_len: usize) -> Result<(), StoreError> {
+        self.check_size(key_len, value_len)?;
+        // SAFETY: start and end are set once when the pool is created.
+        let zone =
+            unsafe { ((*self.pool).end as usize).saturating_sub((*self.pool).start as usize) };
+        if DATA + key_len + value_len > zone / 4 {
+            return Err(StoreError::TooLarge);
+        }
+        Ok(())
+    }
+
     fn timeout_opt(&self) -> Option<u64> {
         (self.timeout != 0).then_some(self.timeout)
     }
@@ -448,6 +623,24 @@ impl Store {
         tombstone: bool,
         local: bool,
     ) -> Result<WriteOutcome, StoreError> {
+        self.put_locked_keep(lock, key, value, v, expire, tombstone, local, 0)
+    }
+
+    /// [`Self::put_locked`] that never evicts the `keep` most recently
+    /// written records (a batch insert protects the records it has just
+    /// written this way).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn put_locked_keep(
+        &self,
+        lock: &SlabLock,
+        key: &[u8],
+        value: &[u8],
+        v: Version,
+        expire: u64,
+        tombstone: bool,
+        local: bool,
+        keep: u64,
+    ) -> Result<WriteOutcome, StoreError> {
         let sh = self.sh;
         let mut out = WriteOutcome::default();
         let old = self.find(key);
@@ -460,8 +653,10 @@ impl Store {
             }
             let size = DATA + key.len() + value.len();
             let mut p = lock.alloc(size).cast::<Node>();
+            // Records in the write queue (the old node is out of it now).
+            let queued = (*sh).live + (*sh).tombstones - u64::from(!old.is_null());
             while p.is_null() {
-                if !self.evict_one(lock) {
+                if queued.saturating_sub(out.evicted) <= keep || !self.evict_one(lock) {
                     break;
                 }
                 out.evicted += 1;

@@ -38,7 +38,7 @@ pub unsafe fn parse(
         ngx_conf_log_error!(
             NGX_LOG_EMERG,
             cf,
-            "invalid variable name \"{}\"",
+            "invalid variable name \"{}\" in \"keyval\" directive",
             String::from_utf8_lossy(var)
         );
         return None;
@@ -48,7 +48,7 @@ pub unsafe fn parse(
         ngx_conf_log_error!(
             NGX_LOG_EMERG,
             cf,
-            "invalid parameter \"{}\", expected \"zone=name\"",
+            "invalid parameter \"{}\" in \"keyval\" directive, expected \"zone=name\"",
             String::from_utf8_lossy(zarg)
         );
         return None;

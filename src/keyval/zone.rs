@@ -7,13 +7,13 @@ use core::ffi::c_void;
 use core::{mem, ptr};
 
 use nginx_sys::{
-    ngx_conf_t, ngx_int_t, ngx_log_t, ngx_parse_size, ngx_parse_time, ngx_pcalloc,
-    ngx_shared_memory_add, ngx_shm_zone_t, ngx_str_t, ngx_uint_t, NGX_ERROR, NGX_LOG_EMERG,
-    NGX_LOG_ERR, NGX_LOG_WARN, NGX_OK,
+    ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_list_part_t, ngx_log_t, ngx_parse_size, ngx_parse_time,
+    ngx_pcalloc, ngx_shared_memory_add, ngx_shm_zone_t, ngx_str_t, ngx_uint_t, NGX_ERROR,
+    NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::{ngx_conf_log_error, ngx_log_error};
 
-use super::store::{Shared, Store, StoreError};
+use super::store::{ApiWriteError, Shared, Store, StoreError};
 use crate::kinds::{ApplyError, Record, SnapshotCursor, SyncZone};
 use crate::ngx_ext::{conf_args, current_msec, str_bytes, wall_ms};
 
@@ -109,6 +109,52 @@ impl KeyvalZone {
         found
     }
 
+    /// An API `POST` ([`Store::insert_new`]); wakes the sync engine.
+    pub fn insert_new(
+        &self,
+        log: *mut ngx_log_t,
+        entries: &[(&[u8], &[u8], Option<u64>)],
+        only_if_empty: bool,
+    ) -> Result<(), ApiWriteError> {
+        let store = self.store().ok_or(StoreError::NoMemory)?;
+        let now = current_msec();
+        let out = store.insert_new(entries, only_if_empty, now, wall_ms(), crate::node_id())?;
+        self.written(log, store, now, out.evicted);
+        Ok(())
+    }
+
+    /// An API `PATCH` of a value and/or expiry ([`Store::update`]); wakes
+    /// the sync engine.
+    pub fn update(
+        &self,
+        log: *mut ngx_log_t,
+        key: &[u8],
+        value: Option<&[u8]>,
+        expire_ms: Option<u64>,
+    ) -> Result<(), ApiWriteError> {
+        let store = self.store().ok_or(StoreError::NoMemory)?;
+        let now = current_msec();
+        let out = store.update(key, value, expire_ms, now, wall_ms(), crate::node_id())?;
+        self.written(log, store, now, out.evicted);
+        Ok(())
+    }
+
+    /// After a successful local write: log evictions, wake the engine.
+    fn written(&self, log: *mut ngx_log_t, store: &Store, now: u64, evicted: u64) {
+        if evicted > 0 && store.should_log_eviction(now) {
+            ngx_log_error!(
+                NGX_LOG_WARN,
+                log,
+                "keyval zone \"{}\" is full, evicted {} least recently written records",
+                String::from_utf8_lossy(self.name()),
+                evicted
+            );
+        }
+        if self.sync {
+            crate::zone_sync::wake();
+        }
+    }
+
     /// Deletes every record.
     pub fn clear(&self) {
         if let Some(store) = self.store() {
@@ -163,6 +209,7 @@ pub unsafe fn reference(
 ///
 /// # Safety
 /// Called from a directive handler with the owning module's tag.
+#[allow(clippy::result_unit_err)] // the error is logged already
 pub unsafe fn parse_keyval_zone(
     cf: *mut ngx_conf_t,
     tag: *mut c_void,
@@ -177,12 +224,19 @@ pub unsafe fn parse_keyval_zone(
     for a in args {
         let arg = str_bytes(a);
         if let Some(v) = arg.strip_prefix(b"zone=") {
+            if name.is_some() {
+                emerg(
+                    cf,
+                    format_args!("duplicate parameter \"{}\" in \"keyval_zone\" directive", lossy(arg)),
+                );
+                return Err(());
+            }
             let Some(colon) = v.iter().rposition(|&c| c == b':') else {
-                emerg(cf, format_args!("invalid zone size \"{}\"", lossy(arg)));
+                emerg(cf, format_args!("invalid zone size \"{}\" in \"keyval_zone\" directive", lossy(arg)));
                 return Err(());
             };
             if colon == 0 {
-                emerg(cf, format_args!("invalid zone name \"{}\"", lossy(arg)));
+                emerg(cf, format_args!("invalid zone name \"{}\" in \"keyval_zone\" directive", lossy(arg)));
                 return Err(());
             }
             let mut sz = ngx_str_t {
@@ -191,7 +245,7 @@ pub unsafe fn parse_keyval_zone(
             };
             let parsed = ngx_parse_size(&mut sz);
             if parsed == NGX_ERROR as isize || parsed <= 0 {
-                emerg(cf, format_args!("invalid zone size \"{}\"", lossy(arg)));
+                emerg(cf, format_args!("invalid zone size \"{}\" in \"keyval_zone\" directive", lossy(arg)));
                 return Err(());
             }
             let min = 8 * nginx_sys::ngx_pagesize;
@@ -214,7 +268,7 @@ pub unsafe fn parse_keyval_zone(
             };
             let t = ngx_parse_time(&mut s, 0);
             if t == NGX_ERROR as isize || t <= 0 {
-                emerg(cf, format_args!("invalid timeout \"{}\"", lossy(v)));
+                emerg(cf, format_args!("invalid timeout \"{}\" in \"keyval_zone\" directive", lossy(v)));
                 return Err(());
             }
             timeout = t as u64;
@@ -229,7 +283,7 @@ pub unsafe fn parse_keyval_zone(
                     return Err(());
                 }
                 _ => {
-                    emerg(cf, format_args!("invalid type \"{}\"", lossy(v)));
+                    emerg(cf, format_args!("invalid type \"{}\" in \"keyval_zone\" directive", lossy(v)));
                     return Err(());
                 }
             }
@@ -242,7 +296,7 @@ pub unsafe fn parse_keyval_zone(
         } else if arg == b"sync" {
             sync = true;
         } else {
-            emerg(cf, format_args!("invalid parameter \"{}\"", lossy(arg)));
+            emerg(cf, format_args!("invalid parameter \"{}\" in \"keyval_zone\" directive", lossy(arg)));
             return Err(());
         }
     }
@@ -272,6 +326,7 @@ pub unsafe fn parse_keyval_zone(
 ///
 /// # Safety
 /// `cf` is the configuration being parsed; `tag` the owning module.
+#[allow(clippy::result_unit_err)] // the error is logged already
 pub unsafe fn check_declared(cf: *mut ngx_conf_t, tag: *mut c_void) -> Result<(), ()> {
     let mut part = ptr::addr_of!((*(*cf).cycle).shared_memory.part);
     while !part.is_null() {
@@ -298,6 +353,43 @@ pub unsafe fn check_declared(cf: *mut ngx_conf_t, tag: *mut c_void) -> Result<()
         part = (*part).next;
     }
     Ok(())
+}
+
+/// The declared, initialised keyval zones of module `tag` in `cycle`, in
+/// the order they were first referenced.
+///
+/// # Safety
+/// `cycle` is the running cycle; the references live as long as it.
+pub unsafe fn zones_of(cycle: *const ngx_cycle_t, tag: *mut c_void) -> Vec<&'static KeyvalZone> {
+    let mut out = Vec::new();
+    let mut part: *const ngx_list_part_t = ptr::addr_of!((*cycle).shared_memory.part);
+    while !part.is_null() {
+        let elts = (*part).elts.cast::<ngx_shm_zone_t>();
+        for i in 0..(*part).nelts {
+            let shm = elts.add(i);
+            if (*shm).tag != tag || (*shm).data.is_null() {
+                continue;
+            }
+            let z = &*(*shm).data.cast::<KeyvalZone>();
+            if z.declared && z.store.is_some() {
+                out.push(z);
+            }
+        }
+        part = (*part).next;
+    }
+    out
+}
+
+/// The keyval zone `name` of module `tag` in `cycle`.
+///
+/// # Safety
+/// As for [`zones_of`].
+pub unsafe fn find(
+    cycle: *const ngx_cycle_t,
+    tag: *mut c_void,
+    name: &[u8],
+) -> Option<&'static KeyvalZone> {
+    zones_of(cycle, tag).into_iter().find(|z| z.name() == name)
 }
 
 /// Shared-zone init: a new zone gets an empty store; a zone that survived

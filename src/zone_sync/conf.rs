@@ -279,11 +279,15 @@ pub static mut COMMANDS: [ngx_command_t; 22] = [
     ngx_command_t::empty(),
 ];
 
+/// # Safety
+/// Called by nginx with the configuration being parsed.
 pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     // ngx_pcalloc: zone_sync null, file empty, line 0.
     ngx_pcalloc((*cf).pool, mem::size_of::<MainConf>())
 }
 
+/// # Safety
+/// Called by nginx with the configuration being parsed.
 pub unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     let conf = ngx_pcalloc((*cf).pool, mem::size_of::<SrvConf>()).cast::<SrvConf>();
     if conf.is_null() {
@@ -311,6 +315,9 @@ pub unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
     conf.cast()
 }
 
+/// # Safety
+/// Called by nginx with the configuration being parsed and two confs made
+/// by [`create_srv_conf`].
 pub unsafe extern "C" fn merge_srv_conf(
     cf: *mut ngx_conf_t,
     parent: *mut c_void,

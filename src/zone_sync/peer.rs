@@ -249,12 +249,25 @@ impl Peer {
             self.close(&why);
             return;
         }
-        handshake::free_session(self.ssl_session);
-        self.ssl_session = handshake::save_session(c);
+        // The session as it is now (TLS 1.2), and every one the node sends
+        // later: TLS 1.3 tickets arrive after the handshake, and the
+        // handshake's own session cannot be resumed.
+        self.remember_session();
+        (*(*c).ssl).save_session = Some(on_new_session);
         // ngx_ssl_handshake() replaced the event handlers.
         (*(*c).read).handler = Some(on_read);
         (*(*c).write).handler = Some(on_write);
         self.start_session();
+    }
+
+    /// Keeps the connection's current TLS session for the next connection
+    /// to this node (from a verified connection only).
+    unsafe fn remember_session(&mut self) {
+        let s = handshake::save_session(self.conn);
+        if !s.is_null() {
+            handshake::free_session(self.ssl_session);
+            self.ssl_session = s;
+        }
     }
 
     unsafe fn start_session(&mut self) {
@@ -299,9 +312,9 @@ impl Peer {
                 self.name,
                 why
             );
-            e.update_online();
             self.last_error.clear();
             self.state = State::Idle;
+            e.update_online();
             // SAFETY: our own timer event.
             unsafe { nginx_sys::ngx_add_timer(&mut self.timer, e.conf().connect_retry_interval) };
         } else {
@@ -665,6 +678,15 @@ impl conn::Endpoint for Peer {
 unsafe extern "C" fn on_handshake(c: *mut ngx_connection_t) {
     let p = &mut *(*c).data.cast::<Peer>();
     p.handshaked();
+}
+
+/// `c->ssl->save_session`: nginx's new-session callback got a session
+/// (a TLS 1.3 ticket) on a verified connection.
+unsafe extern "C" fn on_new_session(c: *mut ngx_connection_t) {
+    let p = &mut *(*c).data.cast::<Peer>();
+    if p.conn == c {
+        p.remember_session();
+    }
 }
 
 /// Log context of an outgoing connection: `, node: 127.0.0.1:9000` (after
