@@ -19,7 +19,7 @@ use Test::Nginx::Cluster;
 
 ###############################################################################
 
-my $c = Test::Nginx::Cluster->new(3)->has(qw/http stream zone_sync/)->plan(14);
+my $c = Test::Nginx::Cluster->new(3)->has(qw/http stream zone_sync/)->plan(16);
 
 my $template = <<'EOF';
 
@@ -179,5 +179,14 @@ unlike(join('', map { $c->node($_)->read_file('error.log') } 0 .. 2),
 
 set(0, 'after', 'lonely');
 ok(everywhere('after', 'lonely'), 'sync goes on');
+
+# a record that cannot fit one zone_sync_buffers buffer (one page by
+# default) is refused at write time, with an error naming the key
+
+set(0, 'big', 'x' x 5000);
+like($c->node(0)->read_file('error.log'),
+	qr/\[error\].*keyval zone "h": could not store key "big": record is larger than a "zone_sync_buffers" buffer/,
+	'oversized record refused and logged');
+is(get(0, 'big'), '', 'oversized record not stored');
 
 ###############################################################################

@@ -856,18 +856,26 @@ impl Store {
                 Some((h, k)) => self.after(*h, k),
             };
             let mut count = 0;
+            // The last node handed out; the cursor is updated once, on
+            // the way out, instead of copying every key.
+            let mut last: *mut ngx_rbtree_node_t = ptr::null_mut();
+            let mut done = true;
             while !n.is_null() && n != sentinel {
                 let node = Node::from_rb(n);
                 if !Node::expired(node, now) {
                     if count >= max || !out(&self.record(node, now)) {
-                        return false;
+                        done = false;
+                        break;
                     }
                     count += 1;
                 }
-                cursor.last = Some(((*n).key, Node::key(node).to_vec()));
+                last = n;
                 n = nginx_sys::ngx_rbtree_next(tree, n);
             }
-            true
+            if !last.is_null() {
+                cursor.last = Some(((*last).key, Node::key(Node::from_rb(last)).to_vec()));
+            }
+            done
         }
     }
 
