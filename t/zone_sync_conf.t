@@ -109,7 +109,7 @@ $t->plan(
     + 3                         # address forms
     + 3                         # protocol names, conf commands
     + @MAIN_SRV + 5             # wrong contexts
-    + 14                        # zone_sync / zone_sync_server refusals
+    + 15                        # zone_sync / zone_sync_server refusals
     + 1 + @BAD_VALUES           # sizes, counts, times
     + 13                        # ssl refusals and password files
     + 2 * @SINGLE + 1           # duplicates, server and stream level
@@ -306,6 +306,11 @@ zone_sync_server 127.0.0.1:8082; # <A>
 EOF
     'a "zone_sync_server" with "resolve" cannot be mixed with static '
     . 'servers in <A>');
+refused('resolve with an address', resolver_server(<<'EOF'),
+zone_sync_server 127.0.0.1:8083 resolve; # <A>
+EOF
+    '"resolve" needs a name, not the address "127.0.0.1:' . port(8083)
+    . '", in the "zone_sync_server" directive in <A>');
 refused('two resolve servers', resolver_server(<<'EOF'),
 zone_sync_server localhost:8082 resolve;
 zone_sync_server localhost:8083 resolve; # <A>

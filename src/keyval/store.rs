@@ -43,6 +43,8 @@ pub struct Shared {
     queued: u64,
     evictions: u64,
     last_evict_log: u64,
+    /// Where the expiry sweep stopped: a hash in tree order.
+    sweep_hash: u64,
     /// This node's hybrid logical clock for the zone.
     pub hlc: SharedHlc,
     /// Records sent to peers but not yet acknowledged (set by the engine).
@@ -802,11 +804,56 @@ impl Store {
         }
     }
 
-    /// Periodic expiry from the sync worker's timer.
+    /// Periodic expiry: the old end of the write queue, then `max` more
+    /// records of a sweep that goes round the tree. The queue alone misses
+    /// records that expire out of write order (an API `expire`, or old
+    /// records received in a snapshot); the sweep frees them within
+    /// (records / `max`) periods, and reads never see them meanwhile.
     pub fn expire(&self, now: u64, max: usize) {
         let lock = self.lock();
-        // SAFETY: under the lock.
-        unsafe { self.expire_locked(&lock, now, max) }
+        // SAFETY: under the lock; a node is unlinked only after its
+        // successor has been found.
+        unsafe {
+            self.expire_locked(&lock, now, max);
+            let tree = ptr::addr_of_mut!((*self.sh).tree);
+            let sentinel = (*tree).sentinel;
+            if (*tree).root == sentinel {
+                return;
+            }
+            let mut n = self.first_after_hash((*self.sh).sweep_hash as usize);
+            if n.is_null() {
+                n = nginx_sys::ngx_rbtree_min((*tree).root, sentinel);
+            }
+            for _ in 0..max {
+                if n.is_null() || n == sentinel {
+                    (*self.sh).sweep_hash = 0;
+                    return;
+                }
+                let next = nginx_sys::ngx_rbtree_next(tree, n);
+                (*self.sh).sweep_hash = (*n).key as u64;
+                let node = Node::from_rb(n);
+                if Node::expired(node, now) {
+                    self.free_node(&lock, node);
+                }
+                n = next;
+            }
+        }
+    }
+
+    /// The first node whose hash is greater than `h`, or null.
+    unsafe fn first_after_hash(&self, h: usize) -> *mut ngx_rbtree_node_t {
+        let sentinel = (*self.sh).tree.sentinel;
+        let mut n = (*self.sh).tree.root;
+        let mut best = ptr::null_mut();
+        while n != sentinel {
+            if (*n).key > h {
+                best = n;
+                n = (*n).left;
+            } else {
+                n = (*n).right;
+            }
+        }
+        best
     }
 
     /// Hands queued local changes to `out`, oldest first, until `out`

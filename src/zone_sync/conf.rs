@@ -569,6 +569,16 @@ unsafe extern "C" fn set_server(
         );
         return CONF_ERROR;
     }
+    if resolve && !is_unix && url.naddrs > 0 {
+        // ngx_parse_url() parsed a literal address: nothing to resolve.
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "\"resolve\" needs a name, not the address \"{}\", in the \"zone_sync_server\" directive",
+            String::from_utf8_lossy(str_bytes(&value))
+        );
+        return CONF_ERROR;
+    }
     if resolve && is_unix {
         ngx_conf_log_error!(
             NGX_LOG_EMERG,

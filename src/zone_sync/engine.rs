@@ -73,6 +73,8 @@ pub struct Engine {
     /// Synced zones; indices are the zone indices of every session.
     pub zones: Vec<&'static dyn SyncZone>,
     infos: Vec<ZoneInfo>,
+    // Boxed: a peer's events and log point at the peer, so it must not move.
+    #[allow(clippy::vec_box)]
     peers: Vec<Box<Peer>>,
     /// The DNS name behind the member list, with `resolve`.
     resolve: Option<Box<Resolve>>,

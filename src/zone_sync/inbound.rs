@@ -11,6 +11,7 @@ use nginx_sys::{
 };
 use ngx::ngx_log_error;
 use zone_sync_core::session::{Event, Role, Session, SessionConfig, SessionError, ZoneInfo};
+use zone_sync_core::wire::ErrorCode;
 
 use super::conf::SrvConf;
 use super::conn::{self, ReadResult};
@@ -197,9 +198,12 @@ impl Inbound {
                         self.name
                     );
                 }
+                Event::PeerError { code, .. } if code == ErrorCode::SHUTDOWN => {
+                    return Err("shutdown".into());
+                }
                 Event::PeerError { code, text } => {
                     let text = String::from_utf8_lossy(&text[..text.len().min(128)]).into_owned();
-                    return Err(format!("closed: {code} {text}"));
+                    return Err(format!("closed by peer: {code} {text}"));
                 }
                 Event::Ack { .. } => {}
             }
@@ -235,8 +239,8 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
     if let Some(why) = ib.failure.take() {
         if why == "self" {
             ib.finish(NGX_LOG_INFO as u32, "is this node");
-        } else if why.starts_with("closed: SHUTDOWN") {
-            ib.finish(NGX_LOG_INFO as u32, "closed: shutting down");
+        } else if why == "shutdown" {
+            ib.finish(NGX_LOG_INFO as u32, "closed: the node is shutting down");
         } else {
             ib.finish(NGX_LOG_ERR as u32, &why);
         }

@@ -84,6 +84,19 @@ impl NodeAddr {
         }
     }
 
+    /// The socket path of a unix address.
+    pub fn unix_path(&self) -> Option<std::ffi::OsString> {
+        if self.family() != libc::AF_UNIX {
+            return None;
+        }
+        // SAFETY: a unix address: sun_path is NUL-terminated within it.
+        let path =
+            unsafe { core::ffi::CStr::from_ptr(self.sockaddr.sockaddr_un.sun_path.as_ptr()) };
+        Some(std::os::unix::ffi::OsStringExt::from_vec(
+            path.to_bytes().to_vec(),
+        ))
+    }
+
     /// The IP address bytes, for comparisons with interface addresses.
     fn ip(&self) -> Option<std::net::IpAddr> {
         // SAFETY: reading the variant the family names.

@@ -173,6 +173,14 @@ impl Peer {
         self.pc
             .set_log_error(nginx_sys::ngx_connection_log_error_e_NGX_ERROR_ERR as u32);
 
+        // nginx logs a connect() to a missing unix socket at [crit]; a node
+        // that is not started yet is an ordinary failure here.
+        if let Some(path) = self.addr.unix_path() {
+            if !std::path::Path::new(&path).exists() {
+                self.fail("no such socket");
+                return;
+            }
+        }
         let rc = nginx_sys::ngx_event_connect_peer(&mut self.pc);
         if rc == NGX_ERROR as isize
             || rc == nginx_sys::NGX_BUSY as isize
@@ -654,6 +662,13 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
             p.handle_error(why);
         }
         ReadResult::Again => p.pump(),
+        // A listener with "ssl_verify_client on" completes the handshake,
+        // then closes the connection if the certificate does not do: all
+        // this side can tell is where it happened.
+        ReadResult::Eof if p.state == State::Hello && !(*c).ssl.is_null() => p.close(
+            "connection closed by peer after the TLS handshake, before its HELLO \
+             (client certificate refused?)",
+        ),
         ReadResult::Eof => p.close("connection closed by peer"),
         ReadResult::Error => p.close("recv() failed"),
     }

@@ -99,6 +99,9 @@ impl Resolve {
         (*ctx).handler = Some(on_resolved);
         (*ctx).data = (self as *mut Resolve).cast();
         (*ctx).timeout = self.timeout;
+        // The lookup's timeout timer must not keep an exiting worker alive
+        // (for up to `resolver_timeout`): stop() cancels the lookup.
+        (*ctx).set_cancelable(1);
         self.ctx = ctx;
         if nginx_sys::ngx_resolve_name(ctx) != NGX_OK as isize {
             // nginx has freed the context.
@@ -172,8 +175,11 @@ impl Resolve {
 
         self.engine().set_members(nodes);
 
+        // The resolver serves its cache while `valid >= now` (seconds):
+        // look up again the first second past that, or the lookup is a
+        // cache hit that only postpones the query.
         let now = nginx_sys::ngx_time() as i64;
-        let delay = ((valid - now).max(1) * 1000) as ngx_msec_t;
+        let delay = ((valid + 1 - now).max(1) * 1000) as ngx_msec_t;
         nginx_sys::ngx_add_timer(&mut self.timer, delay);
     }
 }
