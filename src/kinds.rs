@@ -74,6 +74,10 @@ static KINDS: &[Kind] = &[
         module: crate::keyval::stream::module,
         view: crate::keyval::zone::view,
     },
+    Kind {
+        module: crate::limit_req::module::module,
+        view: crate::limit_req::zone::view,
+    },
 ];
 
 /// Every initialised zone of `cycle` of a known kind (synced or not).

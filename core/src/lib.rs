@@ -8,5 +8,6 @@
 pub mod api;
 pub mod hlc;
 pub mod merge;
+pub mod rate;
 pub mod session;
 pub mod wire;

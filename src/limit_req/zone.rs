@@ -1,0 +1,196 @@
+//! A `sync_limit_req_zone` as configured: its key, rate and `sync` flag,
+//! the shared-zone lifecycle, and the [`SyncZone`] view the engine uses.
+
+use core::ffi::c_void;
+
+use nginx_sys::{
+    ngx_http_complex_value_t, ngx_int_t, ngx_shm_zone_t, NGX_ERROR, NGX_LOG_EMERG, NGX_LOG_WARN,
+    NGX_OK,
+};
+use ngx::ngx_log_error;
+
+use super::store::{ApplyError as StoreApplyError, Shared, Store};
+use crate::kinds::{ApplyError, Record, SnapshotCursor, SyncZone};
+use crate::ngx_ext::{str_bytes, wall_ms};
+
+/// The wire kind of limit_req zones (docs/PROTOCOL.md).
+pub const KIND: u8 = zone_sync_core::wire::KIND_LIMIT_REQ;
+pub const KIND_VERSION: u16 = 1;
+
+/// One zone, in the configuration pool; `shm_zone->data` points here.
+#[repr(C)]
+pub struct LimitZone {
+    pub shm: *mut ngx_shm_zone_t,
+    /// The key, as `sync_limit_req_zone` compiled it.
+    pub key: ngx_http_complex_value_t,
+    /// Thousandths of a request per second.
+    pub rate: u64,
+    pub sync: bool,
+    /// Set when the shared zone is initialised.
+    pub store: Option<Store>,
+}
+
+impl LimitZone {
+    pub fn name(&self) -> &[u8] {
+        // SAFETY: the zone's name lives in the configuration pool as long as
+        // the cycle.
+        unsafe { str_bytes(&(*self.shm).shm.name) }
+    }
+
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    fn key_text(&self) -> &[u8] {
+        // SAFETY: a configuration string.
+        unsafe { str_bytes(&self.key.value) }
+    }
+
+    /// Logs evictions (at most once a second per zone).
+    pub fn log_evictions(&self, log: *mut nginx_sys::ngx_log_t, evicted: u64, now: u64) {
+        let Some(store) = self.store() else { return };
+        if evicted > 0 && store.should_log_eviction(now) {
+            ngx_log_error!(
+                NGX_LOG_WARN,
+                log,
+                "sync_limit_req zone \"{}\" is full, evicted {} least recently used keys",
+                String::from_utf8_lossy(self.name()),
+                evicted
+            );
+        }
+    }
+}
+
+/// Shared-zone init: a new zone gets an empty store; a zone that survived
+/// a reload keeps its keys, unless the key changed (as limit_req refuses).
+///
+/// # Safety
+/// Called by nginx with a zone of this module.
+pub unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, old: *mut c_void) -> ngx_int_t {
+    let z = &mut *(*shm).data.cast::<LimitZone>();
+    let pool = crate::shm::slab_pool(shm);
+    let sh: *mut Shared = if !old.is_null() {
+        let o = &*old.cast::<LimitZone>();
+        if z.key_text() != o.key_text() {
+            ngx_log_error!(
+                NGX_LOG_EMERG,
+                (*shm).shm.log,
+                "sync_limit_req \"{}\" uses the \"{}\" key while previously it used the \"{}\" key",
+                String::from_utf8_lossy(z.name()),
+                String::from_utf8_lossy(z.key_text()),
+                String::from_utf8_lossy(o.key_text())
+            );
+            return NGX_ERROR as ngx_int_t;
+        }
+        if z.sync != o.sync {
+            // A synced zone runs on the wall clock, an unsynced one on the
+            // monotonic clock: the kept buckets would be read wrong.
+            ngx_log_error!(
+                NGX_LOG_EMERG,
+                (*shm).shm.log,
+                "sync_limit_req \"{}\" cannot change \"sync\" across a reload",
+                String::from_utf8_lossy(z.name())
+            );
+            return NGX_ERROR as ngx_int_t;
+        }
+        match &o.store {
+            Some(s) => (s.shared() as *const Shared).cast_mut(),
+            None => return NGX_ERROR as ngx_int_t,
+        }
+    } else if (*shm).shm.exists != 0 {
+        (*pool).data.cast()
+    } else {
+        match Store::init(pool) {
+            Some(sh) => {
+                if !crate::shm::set_log_ctx(pool, "sync_limit_req", z.name()) {
+                    return NGX_ERROR as ngx_int_t;
+                }
+                sh
+            }
+            None => return NGX_ERROR as ngx_int_t,
+        }
+    };
+    z.store = Some(Store::new(pool, sh, z.sync, z.rate));
+    NGX_OK as ngx_int_t
+}
+
+/// The engine's view of a limit_req zone's `shm_zone->data`.
+///
+/// # Safety
+/// `data` is the `LimitZone` of a zone of this cycle.
+pub unsafe fn view(data: *mut c_void) -> Option<&'static dyn SyncZone> {
+    let z = &*data.cast::<LimitZone>();
+    z.store.as_ref()?;
+    Some(z)
+}
+
+impl SyncZone for LimitZone {
+    fn name(&self) -> &[u8] {
+        LimitZone::name(self)
+    }
+    fn kind(&self) -> u8 {
+        KIND
+    }
+    fn kind_version(&self) -> u16 {
+        KIND_VERSION
+    }
+    fn synced(&self) -> bool {
+        self.sync
+    }
+    fn records_total(&self) -> u64 {
+        self.store().map_or(0, Store::records_total)
+    }
+    fn records_pending(&self) -> u64 {
+        self.store().map_or(0, Store::records_pending)
+    }
+    fn set_inflight(&self, records: u64) {
+        if let Some(s) = self.store() {
+            s.shared()
+                .inflight
+                .store(records, core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    fn set_max_record(&self, bytes: u64) {
+        if let Some(s) = self.store() {
+            s.shared()
+                .max_record
+                .store(bytes, core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    fn drain_changes(&self, now: u64, out: &mut dyn FnMut(&Record<'_>) -> bool) -> usize {
+        self.store()
+            .map_or(0, |s| s.drain_changes(now, wall_ms(), out))
+    }
+    fn snapshot(
+        &self,
+        cursor: &mut SnapshotCursor,
+        now: u64,
+        max: usize,
+        out: &mut dyn FnMut(&Record<'_>) -> bool,
+    ) -> bool {
+        self.store()
+            .is_none_or(|s| s.snapshot(cursor, now, wall_ms(), max, out))
+    }
+    fn apply(&self, rec: &Record<'_>, now: u64, wall: u64) -> Result<bool, ApplyError> {
+        let Some(s) = self.store() else {
+            return Err(ApplyError::NoMemory);
+        };
+        match s.apply(rec, now, wall) {
+            Ok((changed, evicted)) => {
+                if evicted > 0 {
+                    // SAFETY: ngx_cycle is the running cycle.
+                    let log = unsafe { (*crate::ngx_ext::cycle()).log };
+                    self.log_evictions(log, evicted, now);
+                }
+                Ok(changed)
+            }
+            Err(StoreApplyError::Invalid) => Err(ApplyError::Invalid),
+            Err(StoreApplyError::NoMemory) => Err(ApplyError::NoMemory),
+        }
+    }
+    fn housekeeping(&self, now: u64) {
+        if let Some(s) = self.store() {
+            s.expire(now, wall_ms(), 1000);
+        }
+    }
+}
