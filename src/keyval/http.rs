@@ -149,7 +149,7 @@ unsafe extern "C" fn get_variable(
     let Some(key) = eval_key(r, kv) else {
         return nginx_sys::NGX_ERROR as ngx_int_t;
     };
-    var::get(&*kv, &key, (*r).pool, &mut *v)
+    var::get(kv, &key, (*r).pool, &mut *v)
 }
 
 unsafe extern "C" fn set_variable(

@@ -227,16 +227,31 @@ pub unsafe fn parse_keyval_zone(
             if name.is_some() {
                 emerg(
                     cf,
-                    format_args!("duplicate parameter \"{}\" in \"keyval_zone\" directive", lossy(arg)),
+                    format_args!(
+                        "duplicate parameter \"{}\" in \"keyval_zone\" directive",
+                        lossy(arg)
+                    ),
                 );
                 return Err(());
             }
             let Some(colon) = v.iter().rposition(|&c| c == b':') else {
-                emerg(cf, format_args!("invalid zone size \"{}\" in \"keyval_zone\" directive", lossy(arg)));
+                emerg(
+                    cf,
+                    format_args!(
+                        "invalid zone size \"{}\" in \"keyval_zone\" directive",
+                        lossy(arg)
+                    ),
+                );
                 return Err(());
             };
             if colon == 0 {
-                emerg(cf, format_args!("invalid zone name \"{}\" in \"keyval_zone\" directive", lossy(arg)));
+                emerg(
+                    cf,
+                    format_args!(
+                        "invalid zone name \"{}\" in \"keyval_zone\" directive",
+                        lossy(arg)
+                    ),
+                );
                 return Err(());
             }
             let mut sz = ngx_str_t {
@@ -245,7 +260,13 @@ pub unsafe fn parse_keyval_zone(
             };
             let parsed = ngx_parse_size(&mut sz);
             if parsed == NGX_ERROR as isize || parsed <= 0 {
-                emerg(cf, format_args!("invalid zone size \"{}\" in \"keyval_zone\" directive", lossy(arg)));
+                emerg(
+                    cf,
+                    format_args!(
+                        "invalid zone size \"{}\" in \"keyval_zone\" directive",
+                        lossy(arg)
+                    ),
+                );
                 return Err(());
             }
             let min = 8 * nginx_sys::ngx_pagesize;
@@ -268,7 +289,13 @@ pub unsafe fn parse_keyval_zone(
             };
             let t = ngx_parse_time(&mut s, 0);
             if t == NGX_ERROR as isize || t <= 0 {
-                emerg(cf, format_args!("invalid timeout \"{}\" in \"keyval_zone\" directive", lossy(v)));
+                emerg(
+                    cf,
+                    format_args!(
+                        "invalid timeout \"{}\" in \"keyval_zone\" directive",
+                        lossy(v)
+                    ),
+                );
                 return Err(());
             }
             timeout = t as u64;
@@ -283,7 +310,10 @@ pub unsafe fn parse_keyval_zone(
                     return Err(());
                 }
                 _ => {
-                    emerg(cf, format_args!("invalid type \"{}\" in \"keyval_zone\" directive", lossy(v)));
+                    emerg(
+                        cf,
+                        format_args!("invalid type \"{}\" in \"keyval_zone\" directive", lossy(v)),
+                    );
                     return Err(());
                 }
             }
@@ -296,7 +326,13 @@ pub unsafe fn parse_keyval_zone(
         } else if arg == b"sync" {
             sync = true;
         } else {
-            emerg(cf, format_args!("invalid parameter \"{}\" in \"keyval_zone\" directive", lossy(arg)));
+            emerg(
+                cf,
+                format_args!(
+                    "invalid parameter \"{}\" in \"keyval_zone\" directive",
+                    lossy(arg)
+                ),
+            );
             return Err(());
         }
     }

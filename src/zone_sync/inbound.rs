@@ -238,11 +238,11 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
     let r = conn::read(c, ib);
     if let Some(why) = ib.failure.take() {
         if why == "self" {
-            ib.finish(NGX_LOG_INFO as u32, "is this node");
+            ib.finish(NGX_LOG_INFO, "is this node");
         } else if why == "shutdown" {
-            ib.finish(NGX_LOG_INFO as u32, "closed: the node is shutting down");
+            ib.finish(NGX_LOG_INFO, "closed: the node is shutting down");
         } else {
-            ib.finish(NGX_LOG_ERR as u32, &why);
+            ib.finish(NGX_LOG_ERR, &why);
         }
         return;
     }
@@ -250,8 +250,8 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
         ReadResult::Again => {
             ib.write_out();
         }
-        ReadResult::Eof => ib.finish(NGX_LOG_INFO as u32, "connection closed"),
-        ReadResult::Error => ib.finish(NGX_LOG_ERR as u32, "recv() failed"),
+        ReadResult::Eof => ib.finish(NGX_LOG_INFO, "connection closed"),
+        ReadResult::Error => ib.finish(NGX_LOG_ERR, "recv() failed"),
     }
 }
 
@@ -267,7 +267,7 @@ unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
         Ok(()) => {
             ib.write_out();
         }
-        Err(SessionError::Timeout) => ib.finish(NGX_LOG_ERR as u32, "timed out"),
-        Err(e) => ib.finish(NGX_LOG_ERR as u32, &format!("{e}")),
+        Err(SessionError::Timeout) => ib.finish(NGX_LOG_ERR, "timed out"),
+        Err(e) => ib.finish(NGX_LOG_ERR, &format!("{e}")),
     }
 }

@@ -171,7 +171,7 @@ impl Peer {
         self.pc.get = Some(nginx_sys::ngx_event_get_peer);
         self.pc.log = log;
         self.pc
-            .set_log_error(nginx_sys::ngx_connection_log_error_e_NGX_ERROR_ERR as u32);
+            .set_log_error(nginx_sys::ngx_connection_log_error_e_NGX_ERROR_ERR);
 
         // nginx logs a connect() to a missing unix socket at [crit]; a node
         // that is not started yet is an ordinary failure here.

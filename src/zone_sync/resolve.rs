@@ -170,7 +170,7 @@ impl Resolve {
             node.name = text[..n].to_vec();
             nodes.push(node);
         }
-        let valid = (*ctx).valid as i64;
+        let valid = (*ctx).valid;
         nginx_sys::ngx_resolve_name_done(ctx);
 
         self.engine().set_members(nodes);
