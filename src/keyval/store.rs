@@ -20,7 +20,7 @@ use zone_sync_core::hlc::SharedHlc;
 use zone_sync_core::merge::{self, Decision, Version};
 
 use crate::kinds::{Record, SnapshotCursor};
-use crate::shm::SlabLock;
+use crate::shm::{keytree, SlabLock};
 
 const TOMBSTONE: u8 = 1;
 const QUEUED: u8 = 2;
@@ -142,42 +142,10 @@ pub struct Store {
     pub timeout: u64,
 }
 
-fn hash(key: &[u8]) -> usize {
-    // FNV-1a: cheap, and good enough to spread the rbtree's keys; equal
-    // hashes fall back to comparing the key bytes.
-    let mut h: u32 = 0x811c_9dc5;
-    for &b in key {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
+impl keytree::Keyed for Node {
+    unsafe fn key_of<'a>(rb: *const ngx_rbtree_node_t) -> &'a [u8] {
+        Node::key(Node::from_rb(rb.cast_mut()))
     }
-    h as usize
-}
-
-/// rbtree insertion ordered by (hash, key).
-unsafe extern "C" fn insert_value(
-    mut temp: *mut ngx_rbtree_node_t,
-    node: *mut ngx_rbtree_node_t,
-    sentinel: *mut ngx_rbtree_node_t,
-) {
-    let key = Node::key(Node::from_rb(node));
-    loop {
-        let p = if (*node).key < (*temp).key
-            || ((*node).key == (*temp).key && key < Node::key(Node::from_rb(temp)))
-        {
-            ptr::addr_of_mut!((*temp).left)
-        } else {
-            ptr::addr_of_mut!((*temp).right)
-        };
-        if *p == sentinel {
-            *p = node;
-            break;
-        }
-        temp = *p;
-    }
-    (*node).parent = temp;
-    (*node).left = sentinel;
-    (*node).right = sentinel;
-    nginx_sys::ngx_rbt_red(node);
 }
 
 impl Store {
@@ -200,7 +168,7 @@ impl Store {
         nginx_sys::ngx_rbtree_init(
             ptr::addr_of_mut!((*sh).tree),
             ptr::addr_of_mut!((*sh).sentinel),
-            Some(insert_value),
+            Some(keytree::insert_value::<Node>),
         );
         ngx_queue_init(ptr::addr_of_mut!((*sh).by_write));
         ngx_queue_init(ptr::addr_of_mut!((*sh).changes));
@@ -276,22 +244,12 @@ impl Store {
     }
 
     unsafe fn find(&self, key: &[u8]) -> *mut Node {
-        let h = hash(key);
-        let sentinel = (*self.sh).tree.sentinel;
-        let mut n = (*self.sh).tree.root;
-        while n != sentinel {
-            if h != (*n).key {
-                n = if h < (*n).key { (*n).left } else { (*n).right };
-                continue;
-            }
-            let node = Node::from_rb(n);
-            match key.cmp(Node::key(node)) {
-                core::cmp::Ordering::Less => n = (*n).left,
-                core::cmp::Ordering::Greater => n = (*n).right,
-                core::cmp::Ordering::Equal => return node,
-            }
+        let n = keytree::find::<Node>(ptr::addr_of!((*self.sh).tree), key);
+        if n.is_null() {
+            ptr::null_mut()
+        } else {
+            Node::from_rb(n)
         }
-        ptr::null_mut()
     }
 
     /// Calls `f` with the value stored under `key`, if any and not expired.
@@ -679,7 +637,7 @@ impl Store {
             ptr::write_bytes(p.cast::<u8>(), 0, DATA);
             (*p).key_len = key.len() as u16;
             ptr::copy_nonoverlapping(key.as_ptr(), p.cast::<u8>().add(DATA), key.len());
-            (*p).rb.key = hash(key);
+            (*p).rb.key = keytree::hash(key);
             if !old.is_null() {
                 // Inherit the old node's place in the change queue.
                 if (*old).flags & QUEUED != 0 {
@@ -820,9 +778,9 @@ impl Store {
             if (*tree).root == sentinel {
                 return;
             }
-            let mut n = self.first_after_hash((*self.sh).sweep_hash as usize);
+            let mut n = keytree::first_after::<Node>(tree, (*self.sh).sweep_hash as usize, None);
             if n.is_null() {
-                n = nginx_sys::ngx_rbtree_min((*tree).root, sentinel);
+                n = keytree::first(tree);
             }
             for _ in 0..max {
                 if n.is_null() || n == sentinel {
@@ -838,22 +796,6 @@ impl Store {
                 n = next;
             }
         }
-    }
-
-    /// The first node whose hash is greater than `h`, or null.
-    unsafe fn first_after_hash(&self, h: usize) -> *mut ngx_rbtree_node_t {
-        let sentinel = (*self.sh).tree.sentinel;
-        let mut n = (*self.sh).tree.root;
-        let mut best = ptr::null_mut();
-        while n != sentinel {
-            if (*n).key > h {
-                best = n;
-                n = (*n).left;
-            } else {
-                n = (*n).right;
-            }
-        }
-        best
     }
 
     /// Hands queued local changes to `out`, oldest first, until `out`
@@ -894,13 +836,8 @@ impl Store {
             let tree = ptr::addr_of_mut!((*self.sh).tree);
             let sentinel = (*tree).sentinel;
             let mut n = match &cursor.last {
-                None => {
-                    if (*tree).root == sentinel {
-                        return true;
-                    }
-                    nginx_sys::ngx_rbtree_min((*tree).root, sentinel)
-                }
-                Some((h, k)) => self.after(*h, k),
+                None => keytree::first(tree),
+                Some((h, k)) => keytree::first_after::<Node>(tree, *h, Some(k)),
             };
             let mut count = 0;
             // The last node handed out; the cursor is updated once, on
@@ -924,23 +861,6 @@ impl Store {
             }
             done
         }
-    }
-
-    /// The first node strictly after (h, key) in tree order, or null.
-    unsafe fn after(&self, h: usize, key: &[u8]) -> *mut ngx_rbtree_node_t {
-        let sentinel = (*self.sh).tree.sentinel;
-        let mut n = (*self.sh).tree.root;
-        let mut best = ptr::null_mut();
-        while n != sentinel {
-            let greater = (*n).key > h || ((*n).key == h && Node::key(Node::from_rb(n)) > key);
-            if greater {
-                best = n;
-                n = (*n).left;
-            } else {
-                n = (*n).right;
-            }
-        }
-        best
     }
 
     unsafe fn record<'a>(&self, n: *const Node, now: u64) -> Record<'a> {

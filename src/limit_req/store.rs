@@ -25,7 +25,7 @@ use zone_sync_core::rate::{self, Applied, Bucket, Contribution, Share};
 use zone_sync_core::wire::limit_req::{LimitReqValue, VALUE_LEN};
 
 use crate::kinds::{Record, SnapshotCursor};
-use crate::shm::SlabLock;
+use crate::shm::{keytree, SlabLock};
 
 /// The node is in the change queue.
 const QUEUED: u16 = 1;
@@ -136,41 +136,10 @@ pub struct Store {
     pub rate: u64,
 }
 
-fn hash(key: &[u8]) -> usize {
-    // FNV-1a; equal hashes fall back to comparing the key bytes.
-    let mut h: u32 = 0x811c_9dc5;
-    for &b in key {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
+impl keytree::Keyed for Node {
+    unsafe fn key_of<'a>(rb: *const ngx_rbtree_node_t) -> &'a [u8] {
+        Node::key(Node::from_rb(rb.cast_mut()))
     }
-    h as usize
-}
-
-/// rbtree insertion ordered by (hash, key).
-unsafe extern "C" fn insert_value(
-    mut temp: *mut ngx_rbtree_node_t,
-    node: *mut ngx_rbtree_node_t,
-    sentinel: *mut ngx_rbtree_node_t,
-) {
-    let key = Node::key(Node::from_rb(node));
-    loop {
-        let p = if (*node).key < (*temp).key
-            || ((*node).key == (*temp).key && key < Node::key(Node::from_rb(temp)))
-        {
-            ptr::addr_of_mut!((*temp).left)
-        } else {
-            ptr::addr_of_mut!((*temp).right)
-        };
-        if *p == sentinel {
-            *p = node;
-            break;
-        }
-        temp = *p;
-    }
-    (*node).parent = temp;
-    (*node).left = sentinel;
-    (*node).right = sentinel;
-    nginx_sys::ngx_rbt_red(node);
 }
 
 /// Snapshot position inside a key: the key, then the last origin sent
@@ -209,7 +178,7 @@ impl Store {
         nginx_sys::ngx_rbtree_init(
             ptr::addr_of_mut!((*sh).tree),
             ptr::addr_of_mut!((*sh).sentinel),
-            Some(insert_value),
+            Some(keytree::insert_value::<Node>),
         );
         ngx_queue_init(ptr::addr_of_mut!((*sh).lru));
         ngx_queue_init(ptr::addr_of_mut!((*sh).changes));
@@ -267,22 +236,12 @@ impl Store {
     }
 
     unsafe fn find(&self, key: &[u8]) -> *mut Node {
-        let h = hash(key);
-        let sentinel = (*self.sh).tree.sentinel;
-        let mut n = (*self.sh).tree.root;
-        while n != sentinel {
-            if h != (*n).key {
-                n = if h < (*n).key { (*n).left } else { (*n).right };
-                continue;
-            }
-            let node = Node::from_rb(n);
-            match key.cmp(Node::key(node)) {
-                core::cmp::Ordering::Less => n = (*n).left,
-                core::cmp::Ordering::Greater => n = (*n).right,
-                core::cmp::Ordering::Equal => return node,
-            }
+        let n = keytree::find::<Node>(ptr::addr_of!((*self.sh).tree), key);
+        if n.is_null() {
+            ptr::null_mut()
+        } else {
+            Node::from_rb(n)
         }
-        ptr::null_mut()
     }
 
     unsafe fn touch(&self, n: *mut Node) {
@@ -439,7 +398,7 @@ impl Store {
         (*n).key_len = key.len() as u16;
         let off = HEAD + (*n).cap as usize * size_of::<Share>();
         ptr::copy_nonoverlapping(key.as_ptr(), n.cast::<u8>().add(off), key.len());
-        (*n).rb.key = hash(key);
+        (*n).rb.key = keytree::hash(key);
         nginx_sys::ngx_rbtree_insert(
             ptr::addr_of_mut!((*self.sh).tree),
             ptr::addr_of_mut!((*n).rb),
@@ -687,23 +646,18 @@ impl Store {
             let tree = ptr::addr_of_mut!((*self.sh).tree);
             let sentinel = (*tree).sentinel;
             let (mut n, mut after_origin) = match &cursor.last {
-                None => {
-                    if (*tree).root == sentinel {
-                        return true;
-                    }
-                    (nginx_sys::ngx_rbtree_min((*tree).root, sentinel), None)
-                }
+                None => (keytree::first(tree), None),
                 Some((h, enc)) => match cursor_decode(enc) {
                     Some((key, origin)) if origin != u64::MAX => {
                         let n = self.find(key);
                         if !n.is_null() && (*n).rb.key == *h {
                             (ptr::addr_of_mut!((*n).rb), Some(origin))
                         } else {
-                            (self.after(*h, key), None)
+                            (keytree::first_after::<Node>(tree, *h, Some(key)), None)
                         }
                     }
-                    Some((key, _)) => (self.after(*h, key), None),
-                    None => (self.after(*h, enc), None),
+                    Some((key, _)) => (keytree::first_after::<Node>(tree, *h, Some(key)), None),
+                    None => (keytree::first_after::<Node>(tree, *h, Some(enc)), None),
                 },
             };
             let max_record = (*self.sh).max_record.load(Ordering::Relaxed);
@@ -754,23 +708,6 @@ impl Store {
             }
             true
         }
-    }
-
-    /// The first node strictly after (h, key) in tree order, or null.
-    unsafe fn after(&self, h: usize, key: &[u8]) -> *mut ngx_rbtree_node_t {
-        let sentinel = (*self.sh).tree.sentinel;
-        let mut n = (*self.sh).tree.root;
-        let mut best = ptr::null_mut();
-        while n != sentinel {
-            let greater = (*n).key > h || ((*n).key == h && Node::key(Node::from_rb(n)) > key);
-            if greater {
-                best = n;
-                n = (*n).left;
-            } else {
-                n = (*n).right;
-            }
-        }
-        best
     }
 
     /// Logs evictions at most once a second per zone.

@@ -3,6 +3,8 @@
 //! the master releases when a worker dies holding it (a Rust spinlock would
 //! stay locked forever and hang every other worker).
 
+pub mod keytree;
+
 use core::ffi::c_void;
 use core::ptr;
 
