@@ -6,6 +6,7 @@
 
 use core::ffi::c_void;
 use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use nginx_sys::{ngx_cycle_t, ngx_list_part_t, ngx_module_t, ngx_shm_zone_t};
 
@@ -27,6 +28,18 @@ pub enum ApplyError {
     NoMemory,
 }
 
+/// Figures the engine publishes for a zone, kept in the zone's shared
+/// header so that every worker reads them (`records_pending`, the write
+/// path's size check).
+#[repr(C)]
+#[derive(Default)]
+pub struct EngineShared {
+    /// Records sent and not yet acknowledged by the slowest peer.
+    pub inflight: AtomicU64,
+    /// The largest encoded record a sync buffer carries (0: no limit).
+    pub max_record: AtomicU64,
+}
+
 /// A zone the engine can sync.
 pub trait SyncZone {
     fn name(&self) -> &[u8];
@@ -37,10 +50,22 @@ pub trait SyncZone {
     fn synced(&self) -> bool;
     fn records_total(&self) -> u64;
     fn records_pending(&self) -> u64;
+    /// Where the engine publishes its figures for the zone (none until
+    /// the zone is initialised).
+    fn engine_shared(&self) -> Option<&EngineShared>;
     /// Records the engine sent and peers have not acknowledged yet.
-    fn set_inflight(&self, records: u64);
-    /// The largest encoded record the sync buffers can carry.
-    fn set_max_record(&self, bytes: u64);
+    fn set_inflight(&self, records: u64) {
+        if let Some(e) = self.engine_shared() {
+            e.inflight.store(records, Ordering::Relaxed);
+        }
+    }
+    /// The largest encoded record the sync buffers can carry; a zone
+    /// refuses larger local writes.
+    fn set_max_record(&self, bytes: u64) {
+        if let Some(e) = self.engine_shared() {
+            e.max_record.store(bytes, Ordering::Relaxed);
+        }
+    }
     /// Hands queued local changes to `out` until it refuses one.
     fn drain_changes(&self, now: u64, out: &mut dyn FnMut(&Record<'_>) -> bool) -> usize;
     /// Continues a snapshot; true when the whole zone has been visited.

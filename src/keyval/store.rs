@@ -10,7 +10,7 @@
 
 use core::mem::offset_of;
 use core::ptr;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 use nginx_sys::{
     ngx_queue_empty, ngx_queue_init, ngx_queue_insert_after, ngx_queue_insert_before,
@@ -47,10 +47,8 @@ pub struct Shared {
     sweep_hash: u64,
     /// This node's hybrid logical clock for the zone.
     pub hlc: SharedHlc,
-    /// Records sent to peers but not yet acknowledged (set by the engine).
-    pub inflight: AtomicU64,
-    /// The largest encoded record the sync buffers can carry (0: no limit).
-    pub max_record: AtomicU64,
+    /// Figures the sync engine publishes for the zone.
+    pub engine: crate::kinds::EngineShared,
 }
 
 #[repr(C)]
@@ -234,7 +232,7 @@ impl Store {
     pub fn records_pending(&self) -> u64 {
         let _l = self.lock();
         // SAFETY: read under the lock.
-        unsafe { (*self.sh).queued + (*self.sh).inflight.load(Ordering::Relaxed) }
+        unsafe { (*self.sh).queued + (*self.sh).engine.inflight.load(Ordering::Relaxed) }
     }
 
     pub fn evictions(&self) -> u64 {
@@ -511,7 +509,7 @@ impl Store {
         if key_len > u16::MAX as usize || value_len > u32::MAX as usize {
             return Err(StoreError::TooLarge);
         }
-        let max = self.shared().max_record.load(Ordering::Relaxed);
+        let max = self.shared().engine.max_record.load(Ordering::Relaxed);
         if self.sync
             && max != 0
             && zone_sync_core::wire::encoded_record_len(key_len, value_len) as u64 > max

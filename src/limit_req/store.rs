@@ -13,7 +13,7 @@
 
 use core::mem::{offset_of, size_of};
 use core::ptr;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 use nginx_sys::{
     ngx_queue_empty, ngx_queue_init, ngx_queue_insert_after, ngx_queue_insert_before,
@@ -48,10 +48,8 @@ pub struct Shared {
     last_evict_log: u64,
     /// This node's hybrid logical clock for the zone.
     pub hlc: SharedHlc,
-    /// Records sent to peers but not yet acknowledged (set by the engine).
-    pub inflight: AtomicU64,
-    /// The largest encoded record the sync buffers can carry (0: no limit).
-    pub max_record: AtomicU64,
+    /// Figures the sync engine publishes for the zone.
+    pub engine: crate::kinds::EngineShared,
 }
 
 #[repr(C)]
@@ -232,7 +230,7 @@ impl Store {
     pub fn records_pending(&self) -> u64 {
         let _l = self.lock();
         // SAFETY: read under the lock.
-        unsafe { (*self.sh).queued + (*self.sh).inflight.load(Ordering::Relaxed) }
+        unsafe { (*self.sh).queued + (*self.sh).engine.inflight.load(Ordering::Relaxed) }
     }
 
     unsafe fn find(&self, key: &[u8]) -> *mut Node {
@@ -357,7 +355,7 @@ impl Store {
         if (*n).flags & QUEUED != 0 {
             return false;
         }
-        let max = (*self.sh).max_record.load(Ordering::Relaxed);
+        let max = (*self.sh).engine.max_record.load(Ordering::Relaxed);
         let len = zone_sync_core::wire::encoded_record_len((*n).key_len as usize, VALUE_LEN);
         if max != 0 && len as u64 > max {
             return false;
@@ -660,7 +658,7 @@ impl Store {
                     None => (keytree::first_after::<Node>(tree, *h, Some(enc)), None),
                 },
             };
-            let max_record = (*self.sh).max_record.load(Ordering::Relaxed);
+            let max_record = (*self.sh).engine.max_record.load(Ordering::Relaxed);
             let mut count = 0;
             while !n.is_null() && n != sentinel {
                 let node = Node::from_rb(n);

@@ -97,16 +97,9 @@ pub unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, old: *mut c_void) -
             Some(s) => (s.shared() as *const Shared).cast_mut(),
             None => return NGX_ERROR as ngx_int_t,
         }
-    } else if (*shm).shm.exists != 0 {
-        (*pool).data.cast()
     } else {
-        match Store::init(pool) {
-            Some(sh) => {
-                if !crate::shm::set_log_ctx(pool, "sync_limit_req", z.name()) {
-                    return NGX_ERROR as ngx_int_t;
-                }
-                sh
-            }
+        match crate::shm::new_zone_header(shm, "sync_limit_req", z.name(), |p| Store::init(p)) {
+            Some(sh) => sh,
             None => return NGX_ERROR as ngx_int_t,
         }
     };
@@ -143,19 +136,8 @@ impl SyncZone for LimitZone {
     fn records_pending(&self) -> u64 {
         self.store().map_or(0, Store::records_pending)
     }
-    fn set_inflight(&self, records: u64) {
-        if let Some(s) = self.store() {
-            s.shared()
-                .inflight
-                .store(records, core::sync::atomic::Ordering::Relaxed);
-        }
-    }
-    fn set_max_record(&self, bytes: u64) {
-        if let Some(s) = self.store() {
-            s.shared()
-                .max_record
-                .store(bytes, core::sync::atomic::Ordering::Relaxed);
-        }
+    fn engine_shared(&self) -> Option<&crate::kinds::EngineShared> {
+        self.store().map(|s| &s.shared().engine)
     }
     fn drain_changes(&self, now: u64, out: &mut dyn FnMut(&Record<'_>) -> bool) -> usize {
         self.store()

@@ -77,3 +77,23 @@ pub unsafe fn set_log_ctx(pool: *mut ngx_slab_pool_t, what: &str, zone: &[u8]) -
     (*pool).set_log_nomem(0);
     true
 }
+
+/// The header of a zone that did not survive a reload: the one already in
+/// the mapping when nginx attaches to an existing segment, or a fresh one
+/// made by `init`, with the slab's log context naming the zone.
+///
+/// # Safety
+/// Called from the zone's init callback, before any worker uses it.
+pub unsafe fn new_zone_header<T>(
+    zone: *mut ngx_shm_zone_t,
+    what: &str,
+    name: &[u8],
+    init: impl FnOnce(*mut ngx_slab_pool_t) -> Option<*mut T>,
+) -> Option<*mut T> {
+    let pool = slab_pool(zone);
+    if (*zone).shm.exists != 0 {
+        return Some((*pool).data.cast());
+    }
+    let header = init(pool)?;
+    set_log_ctx(pool, what, name).then_some(header)
+}
