@@ -122,12 +122,20 @@ unsafe fn name_matches(c: *mut ngx_connection_t, name: &ngx_str_t) -> bool {
 }
 
 /// The session to resume next time (caller owns it; free with
-/// [`free_session`]).
+/// [`free_session`]), or null if the connection has none that can be
+/// resumed: a TLS 1.3 handshake's own session cannot, the tickets the
+/// server sends after it can (nginx hands each one to
+/// `c->ssl->save_session`, during which this returns it).
 ///
 /// # Safety
 /// `c` has completed a handshake.
 pub unsafe fn save_session(c: *mut ngx_connection_t) -> *mut SSL_SESSION {
-    nginx_sys::ngx_ssl_get_session(c)
+    let s = nginx_sys::ngx_ssl_get_session(c);
+    if !s.is_null() && nginx_sys::SSL_SESSION_is_resumable(s) == 0 {
+        nginx_sys::SSL_SESSION_free(s);
+        return core::ptr::null_mut();
+    }
+    s
 }
 
 /// # Safety

@@ -28,11 +28,19 @@ struct Inbound {
     failure: Option<String>,
     /// The peer's address, for logs.
     name: String,
+    /// Whether the first bytes were checked for a TLS handshake.
+    checked_tls: bool,
 }
 
 /// The stream content handler installed by the `zone_sync` directive.
 pub unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
     let c = (*s).connection;
+    if crate::ngx_ext::exiting() {
+        // A connection whose TLS handshake ended after this worker began
+        // to exit: nothing would close it; the peer retries elsewhere.
+        nginx_sys::ngx_stream_finalize_session(s, NGX_STREAM_OK as usize);
+        return;
+    }
     let module = &*ptr::addr_of!(super::ngx_stream_zone_sync_module);
     let conf = &*(*(*s).srv_conf.add(module.ctx_index)).cast::<SrvConf>();
 
@@ -58,6 +66,7 @@ pub unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
         timer: mem::zeroed(),
         failure: None,
         name,
+        checked_tls: false,
     }));
 
     let cln = nginx_sys::ngx_pool_cleanup_add((*c).pool, 0);
@@ -230,10 +239,23 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
     let c = (*ev).data.cast::<ngx_connection_t>();
     let ib = &mut *(*c).data.cast::<Inbound>();
     if (*c).close() != 0 {
-        ib.session
-            .close_with(zone_sync_core::wire::ErrorCode::SHUTDOWN, "shutting down");
+        ib.session.close_with(ErrorCode::SHUTDOWN, "shutting down");
         ib.finish(0, "");
         return;
+    }
+    if !ib.checked_tls && (*c).ssl.is_null() {
+        // A TLS node talking to a plaintext listener: say so, instead of
+        // a "frame too large" made of a TLS record header.
+        let mut head = [0u8; 3];
+        let n = libc::recv((*c).fd, head.as_mut_ptr().cast(), 3, libc::MSG_PEEK);
+        if n == 3 && head[0] == 0x16 && head[1] == 0x03 {
+            ib.finish(
+                NGX_LOG_INFO,
+                "sent a TLS handshake, but this listener has no \"ssl\"",
+            );
+            return;
+        }
+        ib.checked_tls = n == 3;
     }
     let r = conn::read(c, ib);
     if let Some(why) = ib.failure.take() {
