@@ -3,6 +3,8 @@
 #   make run     build nginx + the module, start a local 3-node cluster
 #   make test    cargo test + the perl suite (installs what is missing)
 #   make check   rustfmt + clippy
+#   make deb     the Debian package, for the distribution's nginx
+#   make test-debian  install it, run the suite against /usr/sbin/nginx, purge
 #
 # Built files land in build/: build/nginx (the vendored nginx the module is
 # built against) and build/ngx_stream_zone_sync_module.so.
@@ -36,7 +38,7 @@ else
 CARGO_FEATURES :=
 endif
 
-.PHONY: all deps build test unittest prove check run stop clean
+.PHONY: all deps build test unittest prove check run stop clean deb test-debian
 
 all: build
 
@@ -70,7 +72,18 @@ unittest:
 prove: build
 	prove -I t/lib -j$(PROVE_JOBS) t/
 
+# test-debian runs too where it can (Debian-based, root): TEST_DEBIAN=0 skips it
 test: deps unittest prove
+	PROVE_JOBS=$(PROVE_JOBS) scripts/test-debian --if-possible
+
+# libnginx-mod-stream-zone-sync_<version>_<arch>.deb for the distribution's
+# nginx (built against its nginx-dev tree, in target/debian and build/debian)
+deb:
+	scripts/build-deb
+
+# build, install, run the perl suite against /usr/sbin/nginx, remove, purge
+test-debian:
+	PROVE_JOBS=$(PROVE_JOBS) scripts/test-debian
 
 check:
 	$(CARGO) fmt --all -- --check

@@ -23,12 +23,19 @@ fn main() {
 
     // Version gates: APIs that differ between the nginx releases we support
     // (Debian bookworm's 1.22 and the vendored 1.28).
-    println!("cargo::rustc-check-cfg=cfg(ngx_1_25)");
+    // `ngx_1_N` is set when nginx >= 1.N.0, for every N in VERSION_GATES
+    // (e.g. `#[cfg(ngx_1_23)]`: `ngx_table_elt_t.next`, added in 1.23.0).
+    const VERSION_GATES: &[u64] = &[23, 25, 27];
+    for minor in VERSION_GATES {
+        println!("cargo::rustc-check-cfg=cfg(ngx_1_{minor})");
+    }
     println!("cargo::rerun-if-env-changed=DEP_NGINX_VERSION_NUMBER");
     if let Ok(version) = env::var("DEP_NGINX_VERSION_NUMBER") {
         let version: u64 = version.parse().unwrap_or(0);
-        if version >= 1_025_000 {
-            println!("cargo::rustc-cfg=ngx_1_25");
+        for minor in VERSION_GATES {
+            if version >= 1_000_000 + minor * 1_000 {
+                println!("cargo::rustc-cfg=ngx_1_{minor}");
+            }
         }
     }
 

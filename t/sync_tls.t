@@ -35,6 +35,11 @@ make_certs($certs);
 
 $c->plan(16);
 
+# a listener refusing a node's client certificate shuts the connection down
+# while the node's first frame is in flight: nginx < 1.25 logs that at crit
+# (SSL_R_APPLICATION_DATA_AFTER_CLOSE_NOTIFY), later versions at info
+$c->node(0)->ignore_log(qr/SSL_shutdown\(\) failed \(SSL: .*application data after close notify\)/);
+
 my $template = <<'EOF';
 
 %%TEST_GLOBALS%%
@@ -55,6 +60,7 @@ stream {
 
         ssl_certificate @CERTS@/node.crt;
         ssl_certificate_key @CERTS@/node.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
 @LISTENER@
 
         zone_sync;

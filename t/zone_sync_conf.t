@@ -434,7 +434,7 @@ refused('unreadable trusted certificate', sync_server(<<'EOF'),
 zone_sync_ssl on;
 zone_sync_ssl_trusted_certificate missing.crt;
 EOF
-    qr/^cannot load certificate "<DIR>\/missing\.crt": BIO_new_file\(\) failed \(SSL: .*\) while loading "zone_sync_ssl_trusted_certificate" for server in <S>$/);
+    qr/^(?:cannot load certificate "<DIR>\/missing\.crt": BIO_new_file\(\)|SSL_CTX_load_verify_locations\("<DIR>\/missing\.crt"\)) failed \(SSL: .*\) while loading "zone_sync_ssl_trusted_certificate" for server in <S>$/);
 
 refused('unreadable crl', sync_server(<<'EOF'),
 zone_sync_ssl on;
@@ -442,7 +442,7 @@ zone_sync_ssl_verify on;
 zone_sync_ssl_trusted_certificate ca.crt;
 zone_sync_ssl_crl missing.crl;
 EOF
-    qr/^cannot load CRL "<DIR>\/missing\.crl": BIO_new_file\(\) failed \(SSL: .*\) while loading "zone_sync_ssl_crl" for server in <S>$/);
+    qr/^(?:cannot load CRL "<DIR>\/missing\.crl": BIO_new_file\(\)|X509_LOOKUP_load_file\("<DIR>\/missing\.crl"\)) failed \(SSL: .*\) while loading "zone_sync_ssl_crl" for server in <S>$/);
 
 refused('unreadable password file',
     sync_server('zone_sync_ssl_password_file missing.pass; # <A>'),

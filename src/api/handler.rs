@@ -229,7 +229,10 @@ unsafe fn send(r: *mut ngx_http_request_t, resp: &Response) -> ngx_int_t {
             return NGX_ERROR as ngx_int_t;
         }
         (*h).hash = 1;
-        (*h).next = ptr::null_mut();
+        #[cfg(ngx_1_23)]
+        {
+            (*h).next = ptr::null_mut();
+        }
         (*h).key = ngx_str_t {
             len: 5,
             data: c"Allow".as_ptr().cast_mut().cast(),

@@ -515,6 +515,20 @@ unsafe extern "C" fn set_server(
     let args = conf_args(cf);
     let value = args[1];
 
+    // nginx < 1.25.5 refuses a stream server without a content handler
+    // while merging ("no handler for server"), before merge_srv_conf can
+    // name the real mistake ("zone_sync_server" requires "zone_sync").
+    #[cfg(not(ngx_1_25))]
+    {
+        let cscf = &mut *stream_srv_conf::<ngx_stream_core_srv_conf_t>(
+            cf,
+            &*ptr::addr_of!(nginx_sys::ngx_stream_core_module),
+        );
+        if cscf.handler.is_none() {
+            cscf.handler = Some(super::inbound::handler);
+        }
+    }
+
     let resolve = match args.get(2) {
         None => false,
         Some(a) if str_bytes(a) == b"resolve" => true,

@@ -38,6 +38,9 @@ pub unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
     if crate::ngx_ext::exiting() {
         // A connection whose TLS handshake ended after this worker began
         // to exit: nothing would close it; the peer retries elsewhere.
+        if !(*c).ssl.is_null() {
+            (*(*c).ssl).set_no_wait_shutdown(1);
+        }
         nginx_sys::ngx_stream_finalize_session(s, NGX_STREAM_OK as usize);
         return;
     }
@@ -121,6 +124,12 @@ impl Inbound {
         }
         // Last words (an ERROR frame) if the session has any.
         let _ = conn::flush(self.c, &mut self.session);
+        // Nothing more is read: do not wait for the peer's close_notify
+        // (whatever the peer still sends would fail SSL_shutdown(), which
+        // nginx < 1.25 logs at crit).
+        if !(*self.c).ssl.is_null() {
+            (*(*self.c).ssl).set_no_wait_shutdown(1);
+        }
         nginx_sys::ngx_stream_finalize_session(self.s, NGX_STREAM_OK as usize);
     }
 
