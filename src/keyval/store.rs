@@ -129,6 +129,9 @@ impl From<StoreError> for ApiWriteError {
 #[derive(Debug, Default)]
 pub struct WriteOutcome {
     pub evicted: u64,
+    /// The change queue was empty: the sync engine needs a wake-up (a
+    /// busy zone's later writes find it awake, and cost no syscall).
+    pub wake: bool,
 }
 
 /// A keyval zone as seen by one process.
@@ -689,23 +692,26 @@ impl Store {
         (*node).origin = v.origin;
         (*node).expire = expire;
         if local {
-            self.queue_change(node);
+            out.wake = self.queue_change(node);
         }
         Ok(out)
     }
 
     /// Marks a local change for the sync engine (coalesced: a record already
     /// queued keeps its place).
-    unsafe fn queue_change(&self, node: *mut Node) {
+    /// Returns whether the queue was empty before.
+    unsafe fn queue_change(&self, node: *mut Node) -> bool {
         if !self.sync || (*node).flags & QUEUED != 0 {
-            return;
+            return false;
         }
+        let was_empty = (*self.sh).queued == 0;
         (*node).flags |= QUEUED;
         ngx_queue_insert_before(
             ptr::addr_of_mut!((*self.sh).changes),
             ptr::addr_of_mut!((*node).changes),
         );
         (*self.sh).queued += 1;
+        was_empty
     }
 
     /// Removes a node from every index and frees it.

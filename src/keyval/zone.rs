@@ -74,7 +74,7 @@ impl KeyvalZone {
                         out.evicted
                     );
                 }
-                if self.sync {
+                if out.wake {
                     crate::zone_sync::wake();
                 }
                 Ok(())

@@ -410,7 +410,7 @@ impl Engine {
 
     /// Drains now, or at `last drain + interval` if the last one was more
     /// recent (coalescing under load).
-    fn schedule_drain(&mut self) {
+    pub fn schedule_drain(&mut self) {
         let now = current_msec();
         let interval = self.conf().interval as u64;
         let due = self.last_drain + interval;

@@ -643,6 +643,11 @@ unsafe extern "C" fn on_write(ev: *mut ngx_event_t) {
         return;
     }
     p.pump();
+    // The socket took what was queued: changes held back for lack of
+    // room in this peer's buffer can go now.
+    if p.is_established() {
+        p.engine().schedule_drain();
+    }
 }
 
 unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
