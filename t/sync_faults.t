@@ -185,14 +185,20 @@ for my $n (1 .. 20) {
 ok(wait_for(sub { !grep { (get(1, "r$_") // '') ne "v$_" } 1 .. 20 }, timeout => 15),
 	'every write around a reload reaches the peer');
 
-# QUIT pushes pending records: node 0 coalesces for 10 s after a send
+# QUIT pushes pending records. Node 1's workers are stopped: node 0's
+# first record stays unacknowledged, so the link is busy and the next
+# writes wait for node 0's 10 s interval; QUIT must send them anyway.
 
 set(0, 'q0', 'first');
-ok(on(1, 'q0', 'first'), 'first write leaves at once');
-set(0, 'q1', 'pending');
+ok(on(1, 'q0', 'first'), 'a write on a quiet link leaves at once');
+my @stopped = $c->node(1)->worker_pids;
+kill 'STOP', @stopped;
+set(0, 'q1', 'unacked');
 set(0, 'q2', 'pending');
+set(0, 'q3', 'pending');
 $c->stop_node(0);
-ok(on(1, 'q1', 'pending', 5) && on(1, 'q2', 'pending', 1),
+kill 'CONT', @stopped;
+ok(on(1, 'q2', 'pending', 5) && on(1, 'q3', 'pending', 1),
 	'QUIT flushed the pending records');
 $c->start_node(0);
 

@@ -2,10 +2,16 @@
 //! the single process): it owns the outgoing connection to every other node
 //! and pushes this node's local changes to them.
 //!
-//! Latency: a local write wakes the engine through an eventfd (only when
-//! the zone's change queue was empty), so a change on a quiet node leaves
-//! at once; drains are at least `zone_sync_interval` apart, so a busy node
-//! coalesces. Nothing runs per interval on an idle node but a 1 s tick.
+//! When changes leave (a "poll"): a local write wakes the engine through
+//! an eventfd (only when the zone's change queue was empty). If every peer
+//! has acknowledged everything sent, the poll happens at once: a quiet node
+//! delivers a change in about a round trip. Otherwise the changes wait,
+//! coalesced per key, until the acknowledgements come back or
+//! `zone_sync_interval` has passed since the last poll, whichever is first:
+//! the interval is an upper bound, not a delay. A poll streams the whole
+//! queue through the bounded per-peer buffers, refilling them as the
+//! sockets and acknowledgements allow. An idle node runs nothing but a 1 s
+//! housekeeping tick.
 
 use core::{mem, ptr};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -27,6 +33,9 @@ use crate::ngx_ext::current_msec;
 
 /// Housekeeping period (expiry, safety-net drain).
 const TICK_MS: u64 = 1000;
+
+/// Buffer refills in one go while the sockets take everything.
+const DRAIN_ROUNDS: usize = 16;
 
 /// A record copied out of a zone, between the zone's lock and the peers'
 /// frames.
@@ -82,7 +91,11 @@ pub struct Engine {
     drain_ev: ngx_event_t,
     tick_ev: ngx_event_t,
     last_drain: u64,
+    /// A poll stopped for lack of buffer room and goes on with the acks.
+    streaming: bool,
     staged: Vec<Staged>,
+    /// The last `Status::reconnect` seen (see [`Engine::on_wake`]).
+    reconnect_seen: u64,
 }
 
 /// This process's engine (worker 0 only).
@@ -146,7 +159,9 @@ pub unsafe fn start(
         drain_ev: mem::zeroed(),
         tick_ev: mem::zeroed(),
         last_drain: 0,
+        streaming: false,
         staged: Vec::new(),
+        reconnect_seen: super::status::get().reconnect.load(Ordering::Relaxed),
     }));
     ENGINE = engine;
     let e = &mut *engine;
@@ -340,12 +355,39 @@ impl Engine {
         b.num as usize * b.size * self.zones.len().max(1)
     }
 
-    /// Pushes queued local changes to every connected node, a buffer at a
-    /// time, while every one of them has room.
+    /// A poll: pushes queued local changes to every connected node. The
+    /// buffers (`zone_sync_buffers`) bound what waits in this process for
+    /// each peer; they are written out and refilled as long as the sockets
+    /// take them, a few rounds here, then again as acknowledgements come
+    /// in, until the queues are empty.
     pub fn drain(&mut self) {
         let now = current_msec();
         self.last_drain = now;
+        let mut stalled = false;
+        for _ in 0..DRAIN_ROUNDS {
+            let (sent, full) = self.fill(now);
+            for p in self.peers.iter_mut() {
+                if p.is_established() {
+                    p.write_out();
+                }
+            }
+            stalled = full;
+            if sent == 0 || !full {
+                break;
+            }
+        }
+        // Still more than the buffers hold: go on when peers acknowledge.
+        self.streaming = stalled;
+        self.update_inflight();
+    }
+
+    /// Fills the peers' buffers from the zones' change queues while every
+    /// peer sharing a zone has room. Returns the records taken and whether
+    /// a queue was left non-empty for lack of room.
+    fn fill(&mut self, now: u64) -> (usize, bool) {
         let frame = self.frame_size();
+        let mut sent = 0;
+        let mut full = false;
         for zi in 0..self.zones.len() {
             let budget =
                 frame.saturating_sub(wire::records_frame_overhead(self.zones[zi].name().len()));
@@ -358,12 +400,16 @@ impl Engine {
                         room = room.min(p.room());
                     }
                 }
-                if !any || room < frame {
+                if !any {
+                    break;
+                }
+                if room < frame {
+                    full = true;
                     break;
                 }
                 self.staged.clear();
                 let mut used = 0;
-                let mut full = false;
+                let mut more = false;
                 let log = self.log;
                 let zone = self.zones[zi];
                 let staged = &mut self.staged;
@@ -380,7 +426,7 @@ impl Engine {
                         return true;
                     }
                     if used + len > budget {
-                        full = true;
+                        more = true;
                         return false;
                     }
                     used += len;
@@ -390,31 +436,51 @@ impl Engine {
                 if self.staged.is_empty() {
                     break;
                 }
+                sent += self.staged.len();
                 for p in self.peers.iter_mut() {
                     if p.is_established() && p.shares(zi) {
                         p.send_records(zi, &self.staged);
                     }
                 }
-                if !full {
+                if !more {
                     break;
                 }
             }
         }
-        for p in self.peers.iter_mut() {
-            if p.is_established() {
-                p.write_out();
-            }
-        }
-        self.update_inflight();
+        (sent, full)
     }
 
-    /// Drains now, or at `last drain + interval` if the last one was more
-    /// recent (coalescing under load).
+    /// Whether every connected peer has acknowledged everything sent: then
+    /// a change can leave at once without defeating coalescing.
+    fn link_idle(&self) -> bool {
+        self.peers
+            .iter()
+            .filter(|p| p.is_established())
+            .all(|p| p.nothing_in_flight())
+    }
+
+    /// A peer acknowledged frames, or its socket took what was waiting:
+    /// continue a poll that filled the buffers, or send what queued up while
+    /// the link was busy.
+    pub fn resume(&mut self) {
+        if self.streaming || self.link_idle() {
+            if self.drain_ev.timer_set() != 0 {
+                // SAFETY: our own timer.
+                unsafe { nginx_sys::ngx_del_timer(&mut self.drain_ev) };
+            }
+            self.drain();
+        }
+    }
+
+    /// A change is queued: poll now if the link is idle (a quiet node sends
+    /// at once) or the last poll is `zone_sync_interval` old; otherwise at
+    /// that time, or earlier when the peers acknowledge (a busy node
+    /// coalesces what changes meanwhile).
     pub fn schedule_drain(&mut self) {
         let now = current_msec();
         let interval = self.conf().interval as u64;
         let due = self.last_drain + interval;
-        if now >= due {
+        if now >= due || self.link_idle() {
             if self.drain_ev.timer_set() != 0 {
                 // SAFETY: our own timer.
                 unsafe { nginx_sys::ngx_del_timer(&mut self.drain_ev) };
@@ -423,6 +489,19 @@ impl Engine {
         } else if self.drain_ev.timer_set() == 0 {
             // SAFETY: our own timer.
             unsafe { nginx_sys::ngx_add_timer(&mut self.drain_ev, (due - now) as _) };
+        }
+    }
+
+    /// A node connected to us (any worker may have accepted it): if we
+    /// are waiting to retry our own connection to it, retry now, so that it
+    /// gets our records without waiting out zone_sync_connect_retry_interval.
+    fn reconnect_if_asked(&mut self) {
+        let n = super::status::get().reconnect.load(Ordering::Relaxed);
+        if n != self.reconnect_seen {
+            self.reconnect_seen = n;
+            for p in self.peers.iter_mut() {
+                p.retry_now();
+            }
         }
     }
 
@@ -517,6 +596,7 @@ unsafe extern "C" fn on_wake(ev: *mut ngx_event_t) {
     let mut counter: u64 = 0;
     // Edge-triggered: read the counter back to zero.
     libc::read((*c).fd, (&mut counter as *mut u64).cast(), 8);
+    e.reconnect_if_asked();
     e.schedule_drain();
 }
 

@@ -169,6 +169,11 @@ impl Inbound {
                     node_id,
                     shared_zones,
                 } => {
+                    // Our engine may be waiting to retry this node.
+                    status::get()
+                        .reconnect
+                        .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+                    super::engine::wake();
                     // SAFETY: the connection is open while frames arrive.
                     let log = unsafe { (*self.c).log };
                     ngx_log_error!(

@@ -23,6 +23,9 @@ use super::status;
 use crate::kinds::SnapshotCursor;
 use crate::ngx_ext::current_msec;
 
+/// Snapshot buffer refills per event while the socket takes everything.
+const SNAPSHOT_ROUNDS: usize = 32;
+
 /// Where an outgoing connection is.
 #[derive(PartialEq, Eq, Debug)]
 enum State {
@@ -78,6 +81,8 @@ pub struct Peer {
     last_error: String,
     /// A protocol failure found while reading, handled after the read.
     failure: Option<String>,
+    /// An ACK came in during this read (handled once the read is done).
+    acked: bool,
 }
 
 impl Peer {
@@ -111,6 +116,7 @@ impl Peer {
             in_flight: VecDeque::new(),
             last_error: String::new(),
             failure: None,
+            acked: false,
         });
         let me: *mut Peer = &mut *p;
         p.name_str = ngx_str_t {
@@ -138,6 +144,21 @@ impl Peer {
         self.session
             .as_ref()
             .is_some_and(|s| s.shared_zones().contains(&zi))
+    }
+
+    /// Every frame sent has been acknowledged.
+    pub fn nothing_in_flight(&self) -> bool {
+        self.in_flight.is_empty()
+    }
+
+    /// Waiting out the retry interval: connect now instead.
+    pub fn retry_now(&mut self) {
+        if self.state == State::Idle && self.timer.timer_set() != 0 {
+            // SAFETY: our own timer event.
+            unsafe { nginx_sys::ngx_del_timer(&mut self.timer) };
+            // SAFETY: as in the timer handler.
+            unsafe { self.connect() };
+        }
     }
 
     pub fn is_established(&self) -> bool {
@@ -428,9 +449,27 @@ impl Peer {
     }
 
     /// Fills the outgoing buffer with snapshot frames while there is room.
+    /// Sends the snapshot while the socket takes it (the buffers bound
+    /// what waits here, not what the kernel accepts), a few rounds per
+    /// event; the rest goes on with the next ack or write event.
     fn pump(&mut self) {
-        if self.state == State::Snapshot {
+        for _ in 0..SNAPSHOT_ROUNDS {
+            if self.state != State::Snapshot {
+                break;
+            }
             self.pump_snapshot();
+            let Some(s) = self.session.as_mut() else {
+                return;
+            };
+            // SAFETY: an open connection of this peer.
+            match unsafe { conn::flush(self.conn, s) } {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(()) => {
+                    self.close("send() failed");
+                    return;
+                }
+            }
         }
         self.write_out();
     }
@@ -566,6 +605,7 @@ impl Peer {
                         self.in_flight.pop_front();
                     }
                     self.engine().update_inflight();
+                    self.acked = true;
                 }
                 Event::PeerError { code, text } => {
                     if code == ErrorCode::SELF {
@@ -646,7 +686,7 @@ unsafe extern "C" fn on_write(ev: *mut ngx_event_t) {
     // The socket took what was queued: changes held back for lack of
     // room in this peer's buffer can go now.
     if p.is_established() {
-        p.engine().schedule_drain();
+        p.engine().resume();
     }
 }
 
@@ -666,7 +706,13 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
             let why = p.failure.take().unwrap_or_default();
             p.handle_error(why);
         }
-        ReadResult::Again => p.pump(),
+        ReadResult::Again => {
+            p.pump();
+            if p.acked && p.is_established() {
+                p.acked = false;
+                p.engine().resume();
+            }
+        }
         // A listener with "ssl_verify_client on" completes the handshake,
         // then closes the connection if the certificate does not do: all
         // this side can tell is where it happened.
