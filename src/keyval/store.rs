@@ -206,7 +206,7 @@ impl Store {
 
     /// Live records (tombstones not counted). Expired records still in
     /// memory are counted until the housekeeping sweep frees them (within
-    /// a second for zones up to a thousand records; see [`Store::expire`]):
+    /// a second for zones up to a hundred records; see [`Store::expire`]):
     /// the count is a counter, not a walk over the zone under its lock.
     pub fn records_total(&self) -> u64 {
         let lock = self.lock();
@@ -752,12 +752,13 @@ impl Store {
         }
     }
 
-    /// Periodic expiry: the old end of the write queue, then `max` more
-    /// records of a sweep that goes round the tree. The queue alone misses
-    /// records that expire out of write order (an API `expire`, or old
-    /// records received in a snapshot); the sweep frees them within
-    /// (records / `max`) periods, and reads never see them meanwhile.
-    pub fn expire(&self, now: u64, max: usize) {
+    /// Periodic expiry: up to `max` records from the old end of the write
+    /// queue, then `sweep` records of a sweep that goes round the tree.
+    /// The queue alone misses records that expire out of write order (an
+    /// API `expire`, or old records received in a snapshot); the sweep
+    /// frees them within (records / `sweep`) periods, and reads never see
+    /// them meanwhile.
+    pub fn expire(&self, now: u64, max: usize, sweep: usize) {
         let lock = self.lock();
         // SAFETY: under the lock; a node is unlinked only after its
         // successor has been found.
@@ -772,7 +773,7 @@ impl Store {
             if n.is_null() {
                 n = keytree::first(tree);
             }
-            for _ in 0..max {
+            for _ in 0..sweep {
                 if n.is_null() || n == sentinel {
                     (*self.sh).sweep_hash = 0;
                     return;
