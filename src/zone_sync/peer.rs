@@ -239,6 +239,19 @@ impl Peer {
 
     /// TCP is up: TLS first if configured, then the protocol.
     unsafe fn connected(&mut self) {
+        // Small frames must not wait for the peer's delayed ACK (Nagle's
+        // algorithm made a quiet node's change take 40 ms now and then);
+        // the stream core does the same for the accepting side.
+        if self.addr.unix_path().is_none() {
+            let on: libc::c_int = 1;
+            libc::setsockopt(
+                (*self.conn).fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&on as *const libc::c_int).cast(),
+                core::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
         let e = self.engine();
         let conf = e.conf();
         if conf.ssl.is_null() || conf.ssl_enable != 1 {
