@@ -46,6 +46,12 @@ system('sh', '-c', "cd $certs && ($sh) >openssl.log 2>&1") == 0
 
 $c->plan(5);
 
+# nginx < 1.25 logs at crit an SSL_shutdown() that finds application data
+# after the peer's close_notify (later versions: info); it is nginx's own
+# handshake teardown, racing a refused or closing connection
+$c->ignore_log(qr/SSL_shutdown\(\) failed \(SSL: .*application data after close notify\)/);
+
+
 my $conf = $example;
 my $n = 0;
 $conf =~ s/^load_module .*\n/%%TEST_GLOBALS%%\n/m or die 'load_module';
