@@ -10,4 +10,5 @@ pub mod hlc;
 pub mod merge;
 pub mod rate;
 pub mod session;
+pub mod table;
 pub mod wire;

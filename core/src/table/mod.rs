@@ -1,0 +1,1268 @@
+//! The one shared-memory table every zone kind is built on, over a plain
+//! byte arena (in nginx, one block carved from the zone's slab pool; in
+//! tests, a `Vec<u8>`). Everything in it is a `u32` offset into the arena,
+//! so it holds no pointer and can be mapped at any address.
+//!
+//! # Layout
+//!
+//! * a header (counters, list ends, free lists, the interned origins),
+//! * a hash index: a bucket array of `u32` heads, sized from the arena,
+//!   chained through the records,
+//! * blocks, each a record or a free block, allocated in 8-byte steps
+//!   from segregated free lists and a bump pointer.
+//!
+//! A record is a 40-byte header (see [`rec`]), its key and its value.
+//! Every change, local or received, gives the record the next zone-wide
+//! sequence number and moves it to the head of one doubly linked list, so
+//! the list is in change order: its tail is the least recently changed
+//! record (eviction and in-order expiry take from there), and "the changes
+//! since position S" are the records with `seq > S` (draining local
+//! changes, and resuming a peer from what it acknowledged).
+//!
+//! # Expiry
+//!
+//! A record expires at its `expire` (monotonic ms, 0 = never). Records
+//! written with the zone's own timeout expire in list order and leave from
+//! the tail ([`Table::expire`]); the others (an API `expire`, a received
+//! lifetime, a tombstone outliving its record) are found by sampling random
+//! buckets, as Redis samples keys ([`Table::sample_expire`]); reads never
+//! see an expired record meanwhile. Neither walks the zone.
+//!
+//! # Crash safety
+//!
+//! Every mutation sets a marker in the header first and clears it last. A
+//! process that finds the marker set when it takes the lock knows the last
+//! holder died mid-mutation, and calls [`Table::recover`], which rebuilds
+//! the index, the list and the free lists from the blocks (or clears the
+//! zone if the blocks themselves do not parse).
+
+pub mod kv;
+mod rec;
+#[cfg(test)]
+mod tests;
+
+pub use rec::HEADER as RECORD_HEADER;
+
+/// Header magic ("ztb1").
+const MAGIC: u32 = 0x7a74_6231;
+
+// Header fields (byte offsets).
+const H_MAGIC: usize = 0;
+const H_MUTATING: usize = 4;
+const H_NBUCKETS: usize = 8;
+const H_BUCKETS: usize = 12;
+const H_DATA: usize = 16;
+const H_END: usize = 20;
+const H_TOP: usize = 24;
+const H_HEAD: usize = 28;
+const H_TAIL: usize = 32;
+const H_NORIGINS: usize = 36;
+const H_SEQ: usize = 40;
+const H_DRAINED: usize = 48;
+const H_LIVE: usize = 56;
+const H_TOMBS: usize = 64;
+const H_PENDING: usize = 72;
+const H_EVICTIONS: usize = 80;
+const H_EXPIRED: usize = 88;
+const H_SEED: usize = 96;
+const H_GEN: usize = 104;
+const H_RNG: usize = 112;
+const H_FREE_BYTES: usize = 120;
+const H_LAST_EVICT_LOG: usize = 128;
+const H_FIRST_REMOTE: usize = 136;
+const H_BITMAP: usize = 144;
+/// Size classes: `size / 8` up to 254; 255 holds every larger block.
+const NCLASS: usize = 256;
+const LARGE: usize = NCLASS - 1;
+const H_FREE: usize = H_BITMAP + NCLASS / 8;
+const H_ORIGINS: usize = H_FREE + NCLASS * 4;
+/// Most distinct origins (node ids) one zone remembers.
+pub const MAX_ORIGINS: usize = 256;
+const H_SIZE: usize = H_ORIGINS + MAX_ORIGINS * 8;
+
+/// Arena bytes per bucket of the index: about one bucket per record of a
+/// 32-byte key and a 64-byte value (136 bytes).
+const BYTES_PER_BUCKET: usize = 136;
+
+/// The smallest arena a table accepts.
+pub const MIN_ARENA: usize = H_SIZE + 4096;
+
+/// The largest value a record holds (24 bits of length).
+pub const MAX_VALUE: usize = (1 << 24) - 1;
+/// The largest key.
+pub const MAX_KEY: usize = u16::MAX as usize;
+/// The largest expiry deadline (48 bits of ms).
+pub const MAX_EXPIRE: u64 = (1 << 48) - 1;
+
+/// A record: its offset in the arena. Valid until the next mutation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rec(u32);
+
+/// A record's metadata.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub hlc: u64,
+    pub origin: u64,
+    /// Monotonic ms deadline, 0 = never.
+    pub expire: u64,
+    /// Zone-wide change number of its last change.
+    pub seq: u64,
+    pub tombstone: bool,
+    /// A local change not drained yet.
+    pub pending: bool,
+    /// Written locally before the zone heard from any peer (see
+    /// [`Table::first_remote`]).
+    pub early: bool,
+}
+
+/// What to store with a write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Write {
+    pub hlc: u64,
+    pub origin: u64,
+    pub expire: u64,
+    pub tombstone: bool,
+    /// A local change: queued for the sync engine (when `queue` is set).
+    pub queue: bool,
+    pub early: bool,
+}
+
+/// Why a write was not stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableError {
+    /// Key or value over the record limits.
+    TooLarge,
+    /// No room even after evicting every record that may go.
+    NoMemory,
+    /// Every origin slot is taken.
+    TooManyOrigins,
+}
+
+/// Where a walk in memory order stands (snapshots, API listings). Stays
+/// valid while records come and go between batches: it names a block
+/// boundary, and boundaries only disappear when free blocks are merged,
+/// which bumps the layout generation and makes the walk find its place
+/// again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cursor {
+    /// Next block to visit; 0 = start.
+    pub off: u32,
+    /// Layout generation `off` belongs to.
+    pub gen: u64,
+    /// Position inside the record at `off`, for kinds that send several
+    /// wire records per table record (0 = from its start).
+    pub sub: u64,
+}
+
+/// What [`Table::recover`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub kept: u64,
+    pub dropped: u64,
+    /// The blocks did not parse: the zone was cleared.
+    pub cleared: bool,
+}
+
+/// Counters of a table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub live: u64,
+    pub tombstones: u64,
+    pub pending: u64,
+    pub evictions: u64,
+    pub expired: u64,
+    pub seq: u64,
+}
+
+/// The table's hash of a key, keyed by the zone's seed (a peer or a client
+/// choosing keys cannot aim them at one bucket without knowing it).
+pub fn hash(seed: u64, key: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = seed ^ (key.len() as u64).wrapping_mul(K);
+    let mut chunks = key.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h ^ w).wrapping_mul(K).rotate_left(29);
+    }
+    let mut last = [0u8; 8];
+    let rest = chunks.remainder();
+    last[..rest.len()].copy_from_slice(rest);
+    h = (h ^ u64::from_le_bytes(last)).wrapping_mul(K);
+    h ^= h >> 32;
+    h = h.wrapping_mul(K);
+    h ^ (h >> 29)
+}
+
+fn class_of(size: usize) -> usize {
+    (size / 8).min(LARGE)
+}
+
+/// A table over an arena.
+pub struct Table<'a> {
+    a: &'a mut [u8],
+}
+
+impl<'a> Table<'a> {
+    // ---- raw field access ------------------------------------------------
+
+    fn r32(&self, off: usize) -> u32 {
+        u32::from_le_bytes(self.a[off..off + 4].try_into().unwrap())
+    }
+    fn w32(&mut self, off: usize, v: u32) {
+        self.a[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    fn r64(&self, off: usize) -> u64 {
+        u64::from_le_bytes(self.a[off..off + 8].try_into().unwrap())
+    }
+    fn w64(&mut self, off: usize, v: u64) {
+        self.a[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    fn add64(&mut self, off: usize, d: i64) {
+        let v = self.r64(off).wrapping_add_signed(d);
+        self.w64(off, v);
+    }
+
+    // ---- creation ----------------------------------------------------------
+
+    /// Formats `arena` as an empty table. None if it is too small (see
+    /// [`MIN_ARENA`]) or over 2 GB.
+    pub fn format(arena: &'a mut [u8], seed: u64) -> Option<Self> {
+        let len = arena.len().min(i32::MAX as usize) & !7;
+        if len < MIN_ARENA {
+            return None;
+        }
+        arena[..H_SIZE].fill(0);
+        let mut t = Table { a: arena };
+        let nb = ((len - H_SIZE) / (BYTES_PER_BUCKET + 4)).max(1);
+        let data = (H_SIZE + nb * 4 + 7) & !7;
+        t.a[H_SIZE..data].fill(0);
+        t.w32(H_MAGIC, MAGIC);
+        t.w32(H_NBUCKETS, nb as u32);
+        t.w32(H_BUCKETS, H_SIZE as u32);
+        t.w32(H_DATA, data as u32);
+        t.w32(H_END, len as u32);
+        t.w32(H_TOP, data as u32);
+        t.w64(H_SEED, seed);
+        t.w64(H_RNG, seed | 1);
+        Some(t)
+    }
+
+    /// A table formatted earlier in `arena`; None if it is not one.
+    pub fn open(arena: &'a mut [u8]) -> Option<Self> {
+        if arena.len() < MIN_ARENA {
+            return None;
+        }
+        let t = Table { a: arena };
+        (t.r32(H_MAGIC) == MAGIC).then_some(t)
+    }
+
+    /// Whether the last holder of the lock died in the middle of a
+    /// mutation: call [`Table::recover`].
+    pub fn needs_recovery(&self) -> bool {
+        self.r32(H_MUTATING) != 0
+    }
+
+    fn begin(&mut self) {
+        self.w32(H_MUTATING, 1);
+    }
+    fn end(&mut self) {
+        self.w32(H_MUTATING, 0);
+    }
+
+    /// Runs `f` as one mutation: the marker is set while it runs.
+    pub fn mutate<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        self.begin();
+        let r = f(self);
+        self.end();
+        r
+    }
+
+    // ---- counters ----------------------------------------------------------
+
+    pub fn counters(&self) -> Counters {
+        Counters {
+            live: self.r64(H_LIVE),
+            tombstones: self.r64(H_TOMBS),
+            pending: self.r64(H_PENDING),
+            evictions: self.r64(H_EVICTIONS),
+            expired: self.r64(H_EXPIRED),
+            seq: self.r64(H_SEQ),
+        }
+    }
+
+    /// Bytes of the arena neither in a record nor in the header or index.
+    pub fn free_bytes(&self) -> u64 {
+        self.r64(H_FREE_BYTES) + u64::from(self.r32(H_END) - self.r32(H_TOP))
+    }
+
+    /// Whether an eviction may be logged now (at most once a second).
+    pub fn should_log_eviction(&mut self, now: u64) -> bool {
+        if now.saturating_sub(self.r64(H_LAST_EVICT_LOG)) < 1000 {
+            return false;
+        }
+        self.w64(H_LAST_EVICT_LOG, now);
+        true
+    }
+
+    /// When (monotonic ms, +1) the zone first applied a received record; 0
+    /// if it has not yet.
+    pub fn first_remote(&self) -> u64 {
+        self.r64(H_FIRST_REMOTE)
+    }
+
+    /// Notes that a received record was applied at `now`.
+    pub fn note_remote(&mut self, now: u64) {
+        if self.r64(H_FIRST_REMOTE) == 0 {
+            self.w64(H_FIRST_REMOTE, now.saturating_add(1));
+        }
+    }
+
+    // ---- origins -----------------------------------------------------------
+
+    fn origin_index(&mut self, id: u64) -> Option<u16> {
+        let n = self.r32(H_NORIGINS) as usize;
+        for i in 0..n {
+            if self.r64(H_ORIGINS + i * 8) == id {
+                return Some(i as u16);
+            }
+        }
+        if n >= MAX_ORIGINS {
+            return None;
+        }
+        self.w64(H_ORIGINS + n * 8, id);
+        self.w32(H_NORIGINS, n as u32 + 1);
+        Some(n as u16)
+    }
+
+    fn origin_id(&self, idx: u16) -> u64 {
+        let i = idx as usize;
+        if i < MAX_ORIGINS {
+            self.r64(H_ORIGINS + i * 8)
+        } else {
+            0
+        }
+    }
+
+    // ---- records -----------------------------------------------------------
+
+    pub fn key(&self, r: Rec) -> &[u8] {
+        let o = r.0 as usize + rec::HEADER;
+        &self.a[o..o + self.klen(r)]
+    }
+
+    pub fn value(&self, r: Rec) -> &[u8] {
+        let o = r.0 as usize + rec::HEADER + self.klen(r);
+        &self.a[o..o + self.vlen(r)]
+    }
+
+    pub fn value_mut(&mut self, r: Rec) -> &mut [u8] {
+        let o = r.0 as usize + rec::HEADER + self.klen(r);
+        let l = self.vlen(r);
+        &mut self.a[o..o + l]
+    }
+
+    pub fn meta(&self, r: Rec) -> Meta {
+        let f = self.flags(r);
+        let ex = self.r64(r.0 as usize + rec::EXPIRE);
+        Meta {
+            hlc: self.r64(r.0 as usize + rec::HLC),
+            origin: self.origin_id((ex >> 48) as u16),
+            expire: ex & MAX_EXPIRE,
+            seq: self.r64(r.0 as usize + rec::SEQ) & rec::SEQ_MASK,
+            tombstone: f & rec::TOMB != 0,
+            pending: f & rec::PENDING != 0,
+            early: f & rec::EARLY != 0,
+        }
+    }
+
+    /// The remaining lifetime of `r` at `now` in ms (0 = never expires),
+    /// or None if it has expired.
+    pub fn remaining(&self, r: Rec, now: u64) -> Option<u64> {
+        let e = self.expire_of(r);
+        if e == 0 {
+            Some(0)
+        } else if e <= now {
+            None
+        } else {
+            Some(e - now)
+        }
+    }
+
+    /// Whether `r` is a live (not deleted, not expired) record at `now`.
+    pub fn is_live(&self, r: Rec, now: u64) -> bool {
+        self.flags(r) & rec::TOMB == 0 && !self.is_expired(r, now)
+    }
+
+    pub fn is_expired(&self, r: Rec, now: u64) -> bool {
+        let e = self.expire_of(r);
+        e != 0 && e <= now
+    }
+
+    fn expire_of(&self, r: Rec) -> u64 {
+        self.r64(r.0 as usize + rec::EXPIRE) & MAX_EXPIRE
+    }
+
+    fn flags(&self, r: Rec) -> u8 {
+        (self.r32(r.0 as usize) >> 24) as u8
+    }
+    fn set_flags(&mut self, r: Rec, f: u8) {
+        let w = self.r32(r.0 as usize) & 0x00ff_ffff;
+        self.w32(r.0 as usize, w | u32::from(f) << 24);
+    }
+    fn klen(&self, r: Rec) -> usize {
+        (self.r64(r.0 as usize + rec::SEQ) >> 48) as usize
+    }
+    fn vlen(&self, r: Rec) -> usize {
+        (self.r32(r.0 as usize) & 0x00ff_ffff) as usize
+    }
+    fn seq_of(&self, r: Rec) -> u64 {
+        self.r64(r.0 as usize + rec::SEQ) & rec::SEQ_MASK
+    }
+    fn set_seq(&mut self, r: Rec, seq: u64) {
+        let k = self.r64(r.0 as usize + rec::SEQ) & !rec::SEQ_MASK;
+        self.w64(r.0 as usize + rec::SEQ, k | (seq & rec::SEQ_MASK));
+    }
+
+    /// The record stored under `key` (live, deleted or expired).
+    pub fn find(&self, key: &[u8]) -> Option<Rec> {
+        let b = self.bucket_of(key);
+        let mut o = self.r32(b);
+        while o != 0 {
+            let r = Rec(o);
+            if self.klen(r) == key.len() && self.key(r) == key {
+                return Some(r);
+            }
+            o = self.r32(o as usize + rec::CHAIN);
+        }
+        None
+    }
+
+    /// The live record under `key` at `now`.
+    pub fn get(&self, key: &[u8], now: u64) -> Option<Rec> {
+        self.find(key).filter(|&r| self.is_live(r, now))
+    }
+
+    fn bucket_of(&self, key: &[u8]) -> usize {
+        let h = hash(self.r64(H_SEED), key);
+        let nb = u64::from(self.r32(H_NBUCKETS));
+        let i = ((h >> 32) * nb) >> 32;
+        self.r32(H_BUCKETS) as usize + i as usize * 4
+    }
+
+    fn index_insert(&mut self, r: Rec) {
+        let key_off = r.0 as usize + rec::HEADER;
+        let klen = self.klen(r);
+        let b = {
+            let key = &self.a[key_off..key_off + klen];
+            self.bucket_of(key)
+        };
+        let head = self.r32(b);
+        self.w32(r.0 as usize + rec::CHAIN, head);
+        self.w32(b, r.0);
+    }
+
+    fn index_remove(&mut self, r: Rec) {
+        let key_off = r.0 as usize + rec::HEADER;
+        let klen = self.klen(r);
+        let b = {
+            let key = &self.a[key_off..key_off + klen];
+            self.bucket_of(key)
+        };
+        let next = self.r32(r.0 as usize + rec::CHAIN);
+        let mut at = b;
+        loop {
+            let o = self.r32(at);
+            if o == 0 {
+                return;
+            }
+            if o == r.0 {
+                self.w32(at, next);
+                return;
+            }
+            at = o as usize + rec::CHAIN;
+        }
+    }
+
+    // ---- the change list ---------------------------------------------------
+
+    fn list_unlink(&mut self, r: Rec) {
+        let prev = self.r32(r.0 as usize + rec::PREV);
+        let next = self.r32(r.0 as usize + rec::NEXT);
+        if prev == 0 {
+            self.w32(H_TAIL, next);
+        } else {
+            self.w32(prev as usize + rec::NEXT, next);
+        }
+        if next == 0 {
+            self.w32(H_HEAD, prev);
+        } else {
+            self.w32(next as usize + rec::PREV, prev);
+        }
+        self.w32(r.0 as usize + rec::PREV, 0);
+        self.w32(r.0 as usize + rec::NEXT, 0);
+    }
+
+    fn list_push_head(&mut self, r: Rec) {
+        let head = self.r32(H_HEAD);
+        self.w32(r.0 as usize + rec::PREV, head);
+        self.w32(r.0 as usize + rec::NEXT, 0);
+        if head == 0 {
+            self.w32(H_TAIL, r.0);
+        } else {
+            self.w32(head as usize + rec::NEXT, r.0);
+        }
+        self.w32(H_HEAD, r.0);
+    }
+
+    /// Gives `r` the next sequence number and moves it to the head.
+    fn bump(&mut self, r: Rec) {
+        let seq = self.r64(H_SEQ) + 1;
+        self.w64(H_SEQ, seq);
+        self.set_seq(r, seq);
+        self.list_unlink(r);
+        self.list_push_head(r);
+    }
+
+    /// The least recently changed record.
+    pub fn oldest(&self) -> Option<Rec> {
+        let t = self.r32(H_TAIL);
+        (t != 0).then_some(Rec(t))
+    }
+
+    /// The most recently changed record.
+    pub fn newest(&self) -> Option<Rec> {
+        let h = self.r32(H_HEAD);
+        (h != 0).then_some(Rec(h))
+    }
+
+    /// The record changed just after `r`.
+    pub fn newer(&self, r: Rec) -> Option<Rec> {
+        let n = self.r32(r.0 as usize + rec::NEXT);
+        (n != 0).then_some(Rec(n))
+    }
+
+    /// The record changed just before `r`.
+    pub fn older(&self, r: Rec) -> Option<Rec> {
+        let p = self.r32(r.0 as usize + rec::PREV);
+        (p != 0).then_some(Rec(p))
+    }
+
+    /// Marks `r` as used without a change of its content (a rate limit key
+    /// looked up): it moves to the head with a new sequence number, so
+    /// that it is the last to be evicted, but is not queued for sync.
+    pub fn touch(&mut self, r: Rec) {
+        self.mutate(|t| t.bump(r));
+    }
+
+    // ---- allocation ----------------------------------------------------------
+
+    fn free_head(&self, c: usize) -> u32 {
+        self.r32(H_FREE + c * 4)
+    }
+    fn set_free_head(&mut self, c: usize, o: u32) {
+        self.w32(H_FREE + c * 4, o);
+        let byte = H_BITMAP + c / 8;
+        if o == 0 {
+            self.a[byte] &= !(1 << (c % 8));
+        } else {
+            self.a[byte] |= 1 << (c % 8);
+        }
+    }
+
+    /// Puts the free block at `o` of `size` bytes on its list.
+    fn push_free(&mut self, o: u32, size: usize) {
+        let c = class_of(size);
+        self.w32(o as usize, size as u32);
+        let head = self.free_head(c);
+        self.w32(o as usize + 4, head);
+        self.set_free_head(c, o);
+        self.add64(H_FREE_BYTES, size as i64);
+    }
+
+    /// Takes a free block of at least `size` bytes, split to exactly `size`.
+    fn alloc(&mut self, size: usize) -> Option<u32> {
+        let c = class_of(size);
+        if c < LARGE {
+            let o = self.free_head(c);
+            if o != 0 {
+                let next = self.r32(o as usize + 4);
+                self.set_free_head(c, next);
+                self.add64(H_FREE_BYTES, -(size as i64));
+                return Some(o);
+            }
+        }
+        let top = self.r32(H_TOP) as usize;
+        if top + size <= self.r32(H_END) as usize {
+            self.w32(H_TOP, (top + size) as u32);
+            return Some(top as u32);
+        }
+        // A larger block, split.
+        for cc in c + 1..LARGE {
+            if self.a[H_BITMAP + cc / 8] & (1 << (cc % 8)) == 0 {
+                continue;
+            }
+            let o = self.free_head(cc);
+            let next = self.r32(o as usize + 4);
+            self.set_free_head(cc, next);
+            let bsize = cc * 8;
+            self.add64(H_FREE_BYTES, -(bsize as i64));
+            self.push_free(o + size as u32, bsize - size);
+            return Some(o);
+        }
+        // First fit among the large blocks.
+        let mut at = H_FREE + LARGE * 4;
+        let mut o = self.r32(at);
+        while o != 0 {
+            let bsize = self.r32(o as usize) as usize;
+            let next = self.r32(o as usize + 4);
+            if bsize >= size {
+                if at == H_FREE + LARGE * 4 {
+                    self.set_free_head(LARGE, next);
+                } else {
+                    self.w32(at, next);
+                }
+                self.add64(H_FREE_BYTES, -(bsize as i64));
+                if bsize > size {
+                    self.push_free(o + size as u32, bsize - size);
+                }
+                return Some(o);
+            }
+            at = o as usize + 4;
+            o = next;
+        }
+        None
+    }
+
+    /// The size of the block at `o` (record or free), or None if what is
+    /// there is not a plausible block.
+    fn block_size(&self, o: usize) -> Option<usize> {
+        let top = self.r32(H_TOP) as usize;
+        if o + 8 > top {
+            return None;
+        }
+        let w = self.r32(o);
+        let size = if w & rec::USED_BIT != 0 {
+            if o + rec::HEADER > top {
+                return None;
+            }
+            rec::size(self.klen(Rec(o as u32)), (w & 0x00ff_ffff) as usize)
+        } else {
+            w as usize
+        };
+        (size >= 8 && size % 8 == 0 && o + size <= top).then_some(size)
+    }
+
+    /// Merges neighbouring free blocks and rebuilds the free lists; the
+    /// layout generation changes (cursors find their place again).
+    pub fn defragment(&mut self) {
+        self.mutate(|t| t.defrag_locked());
+    }
+
+    fn defrag_locked(&mut self) {
+        let data = self.r32(H_DATA) as usize;
+        let mut top = self.r32(H_TOP) as usize;
+        for c in 0..NCLASS {
+            self.set_free_head(c, 0);
+        }
+        self.w64(H_FREE_BYTES, 0);
+        let mut o = data;
+        let mut run: Option<(usize, usize)> = None;
+        let mut frees = Vec::new();
+        while o < top {
+            let Some(size) = self.block_size(o) else {
+                break;
+            };
+            if self.r32(o) & rec::USED_BIT == 0 {
+                run = Some(match run {
+                    Some((s, l)) => (s, l + size),
+                    None => (o, size),
+                });
+            } else if let Some(r) = run.take() {
+                frees.push(r);
+            }
+            o += size;
+        }
+        if let Some((s, _)) = run {
+            // Free space at the end goes back to the bump region.
+            top = s;
+            self.w32(H_TOP, top as u32);
+        }
+        for (s, l) in frees {
+            self.push_free(s as u32, l);
+        }
+        self.add64(H_GEN, 1);
+    }
+
+    fn free_block(&mut self, r: Rec) {
+        let size = rec::size(self.klen(r), self.vlen(r));
+        self.push_free(r.0, size);
+    }
+
+    /// Takes a block of `size` bytes, evicting least recently changed
+    /// records (not `spare`, not records with `seq >= protect`, and only
+    /// those `may_evict` allows) while the zone is full. Returns the
+    /// block and how many records went.
+    fn alloc_evicting(
+        &mut self,
+        size: usize,
+        protect: u64,
+        may_evict: &mut dyn FnMut(&Table<'_>, Rec) -> bool,
+    ) -> (Option<u32>, u64) {
+        let mut evicted = 0;
+        let mut defragged = false;
+        loop {
+            if let Some(o) = self.alloc(size) {
+                return (Some(o), evicted);
+            }
+            if !defragged && self.r64(H_FREE_BYTES) >= size as u64 * 2 {
+                // Enough free memory in pieces: merge them first.
+                defragged = true;
+                self.defrag_locked();
+                continue;
+            }
+            let Some(victim) = self.oldest() else {
+                return (None, evicted);
+            };
+            if self.seq_of(victim) >= protect || !may_evict(self, victim) {
+                return (None, evicted);
+            }
+            self.remove_locked(victim);
+            self.add64(H_EVICTIONS, 1);
+            evicted += 1;
+            defragged = false;
+        }
+    }
+
+    // ---- writes ----------------------------------------------------------
+
+    /// Stores `key` with a value of `vlen` bytes (left for the caller to
+    /// fill through [`Table::value_mut`]; an existing record of the same
+    /// size keeps its bytes) and `w`'s metadata; the record gets the next
+    /// sequence number. Evicts as [`Table::alloc_evicting`] when full.
+    /// Returns the record and how many records were evicted.
+    pub fn write(
+        &mut self,
+        key: &[u8],
+        vlen: usize,
+        w: &Write,
+        protect: u64,
+        may_evict: &mut dyn FnMut(&Table<'_>, Rec) -> bool,
+    ) -> Result<(Rec, u64), TableError> {
+        if key.len() > MAX_KEY || vlen > MAX_VALUE {
+            return Err(TableError::TooLarge);
+        }
+        self.begin();
+        let r = self.write_locked(key, vlen, w, protect, may_evict);
+        self.end();
+        r
+    }
+
+    fn write_locked(
+        &mut self,
+        key: &[u8],
+        vlen: usize,
+        w: &Write,
+        protect: u64,
+        may_evict: &mut dyn FnMut(&Table<'_>, Rec) -> bool,
+    ) -> Result<(Rec, u64), TableError> {
+        let origin = self.origin_index(w.origin).ok_or(TableError::TooManyOrigins)?;
+        let old = self.find(key);
+        let mut evicted = 0;
+        let r = match old {
+            Some(r) if self.vlen(r) == vlen => {
+                self.uncount(r);
+                r
+            }
+            _ => {
+                // Keep the old record out of the eviction candidates.
+                if let Some(o) = old {
+                    self.list_unlink(o);
+                }
+                let size = rec::size(key.len(), vlen);
+                let (blk, ev) = self.alloc_evicting(size, protect, may_evict);
+                evicted = ev;
+                let Some(blk) = blk else {
+                    if let Some(o) = old {
+                        self.list_push_head_keep_seq(o);
+                    }
+                    return Err(TableError::NoMemory);
+                };
+                let r = Rec(blk);
+                let o = r.0 as usize;
+                self.a[o..o + rec::HEADER].fill(0);
+                self.w32(o, rec::USED_BIT | vlen as u32);
+                self.w64(o + rec::SEQ, (key.len() as u64) << 48);
+                self.a[o + rec::HEADER..o + rec::HEADER + key.len()].copy_from_slice(key);
+                if let Some(old) = old {
+                    let (ob, nb) = (old.0 as usize + rec::HEADER + key.len(), o + rec::HEADER);
+                    let keep = self.vlen(old).min(vlen);
+                    self.a.copy_within(ob..ob + keep, nb + key.len());
+                    self.uncount(old);
+                    self.index_remove(old);
+                    self.free_block(old);
+                }
+                self.index_insert(r);
+                self.list_push_head(r);
+                r
+            }
+        };
+        let mut f = rec::USED;
+        if w.tombstone {
+            f |= rec::TOMB;
+            self.add64(H_TOMBS, 1);
+        } else {
+            self.add64(H_LIVE, 1);
+        }
+        if w.queue {
+            f |= rec::PENDING;
+            self.add64(H_PENDING, 1);
+        }
+        if w.early {
+            f |= rec::EARLY;
+        }
+        self.set_flags(r, f);
+        self.w64(r.0 as usize + rec::HLC, w.hlc);
+        self.w64(
+            r.0 as usize + rec::EXPIRE,
+            w.expire.min(MAX_EXPIRE) | u64::from(origin) << 48,
+        );
+        self.bump(r);
+        Ok((r, evicted))
+    }
+
+    /// Re-links a record at the head after a failed reallocation, keeping
+    /// its sequence number (it did not change); the list order by seq is
+    /// restored by a new number, which costs nothing but a resend.
+    fn list_push_head_keep_seq(&mut self, r: Rec) {
+        self.list_push_head(r);
+        let seq = self.r64(H_SEQ) + 1;
+        self.w64(H_SEQ, seq);
+        self.set_seq(r, seq);
+    }
+
+    /// Takes `r` out of the counters (before it is rewritten or freed).
+    fn uncount(&mut self, r: Rec) {
+        let f = self.flags(r);
+        if f & rec::TOMB != 0 {
+            self.add64(H_TOMBS, -1);
+        } else {
+            self.add64(H_LIVE, -1);
+        }
+        if f & rec::PENDING != 0 {
+            self.add64(H_PENDING, -1);
+        }
+    }
+
+    /// Changes the value of `r` in place (same length) as a change: new
+    /// sequence number, queued for sync if `queue`.
+    pub fn changed(&mut self, r: Rec, hlc: u64, queue: bool) {
+        self.mutate(|t| {
+            t.w64(r.0 as usize + rec::HLC, hlc);
+            let f = t.flags(r) & !rec::EARLY;
+            if queue && f & rec::PENDING == 0 {
+                t.set_flags(r, f | rec::PENDING);
+                t.add64(H_PENDING, 1);
+            } else {
+                t.set_flags(r, f);
+            }
+            t.bump(r);
+        });
+    }
+
+    /// Sets the expiry deadline of `r` (0 = never).
+    pub fn set_expire(&mut self, r: Rec, expire: u64) {
+        let o = r.0 as usize + rec::EXPIRE;
+        let v = self.r64(o) & !MAX_EXPIRE | expire.min(MAX_EXPIRE);
+        self.w64(o, v);
+    }
+
+    /// Removes a record.
+    pub fn remove(&mut self, r: Rec) {
+        self.mutate(|t| t.remove_locked(r));
+    }
+
+    fn remove_locked(&mut self, r: Rec) {
+        self.uncount(r);
+        self.index_remove(r);
+        self.list_unlink(r);
+        self.free_block(r);
+    }
+
+    // ---- expiry ----------------------------------------------------------
+
+    /// Frees up to `max` expired records from the tail of the change list
+    /// (where records written with the zone's timeout expire in order);
+    /// stops at the first one still alive. Returns how many went.
+    pub fn expire(&mut self, now: u64, max: usize) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some(r) = self.oldest() else { break };
+            if !self.is_expired(r, now) {
+                break;
+            }
+            self.begin();
+            self.remove_locked(r);
+            self.add64(H_EXPIRED, 1);
+            self.end();
+            n += 1;
+        }
+        n
+    }
+
+    /// Looks at `buckets` random buckets and frees the expired records
+    /// chained there; repeats (up to `rounds` times) while more than a
+    /// quarter of what it saw had expired. Finds the records that expire
+    /// out of change order at a cost proportional to how many there are.
+    pub fn sample_expire(&mut self, now: u64, buckets: usize, rounds: usize) -> usize {
+        let nb = u64::from(self.r32(H_NBUCKETS));
+        let base = self.r32(H_BUCKETS) as usize;
+        let mut freed = 0;
+        for _ in 0..rounds {
+            let (mut seen, mut gone) = (0usize, 0usize);
+            for _ in 0..buckets {
+                let mut x = self.r64(H_RNG);
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                self.w64(H_RNG, x);
+                let b = base + ((x >> 32) * nb >> 32) as usize * 4;
+                let mut o = self.r32(b);
+                while o != 0 {
+                    let next = self.r32(o as usize + rec::CHAIN);
+                    seen += 1;
+                    if self.is_expired(Rec(o), now) {
+                        self.begin();
+                        self.remove_locked(Rec(o));
+                        self.add64(H_EXPIRED, 1);
+                        self.end();
+                        gone += 1;
+                    }
+                    o = next;
+                }
+            }
+            freed += gone;
+            if gone * 4 <= seen || seen == 0 {
+                break;
+            }
+        }
+        freed
+    }
+
+    // ---- draining local changes ----------------------------------------
+
+    /// Hands the queued local changes to `out`, oldest first, until it
+    /// refuses one; each one handed over is no longer queued. Returns how
+    /// many went.
+    pub fn drain(&mut self, out: &mut dyn FnMut(&Table<'_>, Rec) -> bool) -> usize {
+        let drained = self.r64(H_DRAINED);
+        if self.r64(H_PENDING) == 0 {
+            let seq = self.r64(H_SEQ);
+            self.w64(H_DRAINED, seq);
+            return 0;
+        }
+        // The oldest record changed since the last drain.
+        let mut first = None;
+        let mut r = self.newest();
+        while let Some(x) = r {
+            if self.seq_of(x) <= drained {
+                break;
+            }
+            first = Some(x);
+            r = self.older(x);
+        }
+        let mut sent = 0;
+        let mut last = drained;
+        let mut r = first;
+        while let Some(x) = r {
+            if self.flags(x) & rec::PENDING != 0 {
+                if !out(self, x) {
+                    self.w64(H_DRAINED, last);
+                    return sent;
+                }
+                let f = self.flags(x) & !rec::PENDING;
+                self.set_flags(x, f);
+                self.add64(H_PENDING, -1);
+                sent += 1;
+            }
+            last = self.seq_of(x);
+            r = self.newer(x);
+        }
+        self.w64(H_DRAINED, last.max(drained));
+        sent
+    }
+
+    /// Every record changed after sequence number `after`, oldest first,
+    /// until `out` refuses one: the changes a peer that has seen
+    /// everything up to `after` is missing (records evicted or expired
+    /// since are gone; deletes are there as tombstones). Returns the
+    /// sequence number to resume after.
+    pub fn changes_since(&self, after: u64, out: &mut dyn FnMut(Rec) -> bool) -> u64 {
+        let mut first = None;
+        let mut r = self.newest();
+        while let Some(x) = r {
+            if self.seq_of(x) <= after {
+                break;
+            }
+            first = Some(x);
+            r = self.older(x);
+        }
+        let mut pos = after;
+        let mut r = first;
+        while let Some(x) = r {
+            if !out(x) {
+                break;
+            }
+            pos = self.seq_of(x);
+            r = self.newer(x);
+        }
+        pos
+    }
+
+    // ---- walks in memory order -------------------------------------------
+
+    /// Continues a walk in memory order from `cursor`, handing records to
+    /// `out` with the cursor's position inside the record; `out` returns
+    /// true when done with the record, false to stop at it (having updated
+    /// `sub`). Returns true when the walk reached the end.
+    pub fn walk(
+        &self,
+        cursor: &mut Cursor,
+        out: &mut dyn FnMut(&Table<'_>, Rec, &mut u64) -> bool,
+    ) -> bool {
+        let top = self.r32(H_TOP) as usize;
+        let gen = self.r64(H_GEN);
+        let mut o = if cursor.off == 0 {
+            cursor.sub = 0;
+            self.r32(H_DATA) as usize
+        } else if cursor.gen != gen {
+            // Free blocks were merged: find the first boundary at or after
+            // the cursor.
+            let want = cursor.off as usize;
+            let mut o = self.r32(H_DATA) as usize;
+            while o < want {
+                match self.block_size(o) {
+                    Some(s) => o += s,
+                    None => {
+                        o = top;
+                        break;
+                    }
+                }
+            }
+            if o != want {
+                cursor.sub = 0;
+            }
+            o
+        } else {
+            cursor.off as usize
+        };
+        cursor.gen = gen;
+        while o < top {
+            let Some(size) = self.block_size(o) else {
+                break;
+            };
+            if self.r32(o) & rec::USED_BIT != 0 {
+                cursor.off = o as u32;
+                if !out(self, Rec(o as u32), &mut cursor.sub) {
+                    return false;
+                }
+                cursor.sub = 0;
+            }
+            o += size;
+        }
+        cursor.off = top as u32;
+        true
+    }
+
+    // ---- recovery ------------------------------------------------------------
+
+    /// Rebuilds the index, the change list, the free lists and the
+    /// counters from the blocks, dropping records that do not parse; if the
+    /// blocks themselves do not parse, empties the table. Clears the
+    /// mutation marker.
+    pub fn recover(&mut self, now: u64) -> Recovered {
+        let _ = now;
+        let mut out = Recovered::default();
+        let data = self.r32(H_DATA) as usize;
+        let end = self.r32(H_END) as usize;
+        let top = self.r32(H_TOP) as usize;
+        let nb = self.r32(H_NBUCKETS) as usize;
+        let buckets = self.r32(H_BUCKETS) as usize;
+        let sane = data >= H_SIZE + nb * 4 && buckets == H_SIZE && top >= data && top <= end;
+        let mut recs: Vec<(u64, u32)> = Vec::new();
+        let mut frees: Vec<(u32, usize)> = Vec::new();
+        let mut parsed = sane;
+        if sane {
+            let norig = self.r32(H_NORIGINS) as usize;
+            let mut o = data;
+            while o < top {
+                let Some(size) = self.block_size(o) else {
+                    parsed = false;
+                    break;
+                };
+                let w = self.r32(o);
+                let r = Rec(o as u32);
+                let origin = (self.r64(o + rec::EXPIRE) >> 48) as usize;
+                if w & rec::USED_BIT != 0 && origin < norig.max(1) {
+                    recs.push((self.seq_of(r), o as u32));
+                } else {
+                    if w & rec::USED_BIT != 0 {
+                        out.dropped += 1;
+                    }
+                    frees.push((o as u32, size));
+                }
+                o += size;
+            }
+        }
+        if !parsed {
+            let seed = self.r64(H_SEED);
+            let seq = self.r64(H_SEQ);
+            let gen = self.r64(H_GEN);
+            let dropped = self.r64(H_LIVE) + self.r64(H_TOMBS);
+            let len = end;
+            let first = self.r64(H_FIRST_REMOTE);
+            let arena = &mut self.a[..len];
+            let mut t = Table::format(arena, seed).expect("was formatted before");
+            t.w64(H_SEQ, seq);
+            t.w64(H_DRAINED, seq);
+            t.w64(H_GEN, gen + 1);
+            t.w64(H_FIRST_REMOTE, first);
+            return Recovered {
+                kept: 0,
+                dropped,
+                cleared: true,
+            };
+        }
+        // Start over with empty structures.
+        self.a[buckets..buckets + nb * 4].fill(0);
+        for c in 0..NCLASS {
+            self.set_free_head(c, 0);
+        }
+        for f in [
+            H_FREE_BYTES,
+            H_LIVE,
+            H_TOMBS,
+            H_PENDING,
+        ] {
+            self.w64(f, 0);
+        }
+        self.w32(H_HEAD, 0);
+        self.w32(H_TAIL, 0);
+        for (o, size) in frees {
+            self.push_free(o, size);
+        }
+        recs.sort_unstable();
+        let mut max_seq = self.r64(H_SEQ);
+        for (seq, o) in recs {
+            let r = Rec(o);
+            if self.find(self.key(r).to_vec().as_slice()).is_some() {
+                // A duplicate key (a reallocation cut short): keep the one
+                // already linked, which has the lower seq... the newer wins.
+                let old = self.find(self.key(r).to_vec().as_slice()).unwrap();
+                self.index_remove(old);
+                self.list_unlink(old);
+                self.uncount(old);
+                self.free_block(old);
+                out.dropped += 1;
+                out.kept -= 1;
+            }
+            self.index_insert(r);
+            self.list_push_head(r);
+            let f = self.flags(r);
+            if f & rec::TOMB != 0 {
+                self.add64(H_TOMBS, 1);
+            } else {
+                self.add64(H_LIVE, 1);
+            }
+            if f & rec::PENDING != 0 {
+                self.add64(H_PENDING, 1);
+            }
+            max_seq = max_seq.max(seq);
+            out.kept += 1;
+        }
+        self.w64(H_SEQ, max_seq);
+        self.w64(H_DRAINED, self.r64(H_DRAINED).min(max_seq));
+        self.add64(H_GEN, 1);
+        self.end();
+        out
+    }
+
+    /// Checks the table's invariants (tests, and after a recovery): every
+    /// record is indexed and listed once, in seq order, the counters add
+    /// up and the blocks tile the arena.
+    pub fn check(&self) -> Result<(), String> {
+        let data = self.r32(H_DATA) as usize;
+        let top = self.r32(H_TOP) as usize;
+        let mut o = data;
+        let (mut used, mut free_bytes) = (0u64, 0u64);
+        let (mut live, mut tombs, mut pending) = (0u64, 0u64, 0u64);
+        while o < top {
+            let size = self
+                .block_size(o)
+                .ok_or_else(|| format!("bad block at {o}"))?;
+            if self.r32(o) & rec::USED_BIT != 0 {
+                used += 1;
+                let r = Rec(o as u32);
+                if self.find(self.key(r)) != Some(r) {
+                    return Err(format!("record at {o} not indexed"));
+                }
+                let f = self.flags(r);
+                if f & rec::TOMB != 0 {
+                    tombs += 1;
+                } else {
+                    live += 1;
+                }
+                if f & rec::PENDING != 0 {
+                    pending += 1;
+                }
+            } else {
+                free_bytes += size as u64;
+            }
+            o += size;
+        }
+        if o != top {
+            return Err("blocks do not end at top".into());
+        }
+        let mut n = 0u64;
+        let mut r = self.oldest();
+        let mut last_seq = 0;
+        let mut prev = 0u32;
+        while let Some(x) = r {
+            n += 1;
+            if n > used {
+                return Err("list longer than the records".into());
+            }
+            if self.r32(x.0 as usize + rec::PREV) != prev {
+                return Err("list links disagree".into());
+            }
+            if self.seq_of(x) <= last_seq {
+                return Err("list not in seq order".into());
+            }
+            last_seq = self.seq_of(x);
+            prev = x.0;
+            r = self.newer(x);
+        }
+        if self.r32(H_HEAD) != prev {
+            return Err("list head wrong".into());
+        }
+        if n != used {
+            return Err(format!("list has {n} of {used} records"));
+        }
+        let c = self.counters();
+        if (c.live, c.tombstones, c.pending) != (live, tombs, pending) {
+            return Err(format!(
+                "counters {:?} vs live {live} tombs {tombs} pending {pending}",
+                c
+            ));
+        }
+        if self.r64(H_FREE_BYTES) != free_bytes {
+            return Err(format!(
+                "free bytes {} vs {free_bytes}",
+                self.r64(H_FREE_BYTES)
+            ));
+        }
+        if self.needs_recovery() {
+            return Err("mutation marker set".into());
+        }
+        Ok(())
+    }
+}
