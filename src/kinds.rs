@@ -13,10 +13,11 @@ use nginx_sys::{ngx_cycle_t, ngx_list_part_t, ngx_module_t, ngx_shm_zone_t};
 /// A record as it travels between a zone and the wire (docs/PROTOCOL.md).
 pub use zone_sync_core::wire::RecordRef as Record;
 
-/// Where a snapshot stopped: the last (hash, key) handed out.
+/// Where a snapshot stopped: a position in the zone's table, valid while
+/// records come and go between batches.
 #[derive(Debug, Default, Clone)]
 pub struct SnapshotCursor {
-    pub last: Option<(usize, Vec<u8>)>,
+    pub table: zone_sync_core::table::Cursor,
 }
 
 /// Why a remote record was not applied.

@@ -9,18 +9,18 @@ use core::{mem, ptr};
 use nginx_sys::{
     ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_list_part_t, ngx_log_t, ngx_parse_size, ngx_parse_time,
     ngx_pcalloc, ngx_shared_memory_add, ngx_shm_zone_t, ngx_str_t, ngx_uint_t, NGX_ERROR,
-    NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_WARN, NGX_OK,
+    NGX_LOG_EMERG, NGX_LOG_ERR, NGX_OK,
 };
 use ngx::{ngx_conf_log_error, ngx_log_error};
 
-use super::store::{ApiWriteError, Shared, Store, StoreError};
-use crate::kinds::{ApplyError, Record, SnapshotCursor, SyncZone};
-use crate::ngx_ext::{conf_args, current_msec, str_bytes, wall_ms};
+use zone_sync_core::table::kv::Kv;
+use zone_sync_core::table::{Rec, Table, TableError};
 
-/// Records the housekeeping sweep looks at per 1 s tick: a full pass over
-/// a zone of a million records takes about three hours, while the sweep
-/// stays a few microseconds a second (it is most of an idle node's CPU).
-const SWEEP_PER_TICK: usize = 100;
+use super::store::{ApiWriteError, Store, StoreError};
+use crate::kinds::{ApplyError, Record, SyncZone};
+use crate::ngx_ext::{conf_args, current_msec, str_bytes, wall_ms};
+use crate::shm::zone::ZoneKind;
+use crate::shm::Shm;
 
 /// The wire kind of keyval zones (docs/PROTOCOL.md).
 pub const KIND: u8 = 1;
@@ -70,15 +70,7 @@ impl KeyvalZone {
         let now = current_msec();
         match store.set(key, value, expire, now, wall_ms(), crate::node_id()) {
             Ok(out) => {
-                if out.evicted > 0 && store.should_log_eviction(now) {
-                    ngx_log_error!(
-                        NGX_LOG_WARN,
-                        log,
-                        "keyval zone \"{}\" is full, evicted {} least recently written records",
-                        String::from_utf8_lossy(self.name()),
-                        out.evicted
-                    );
-                }
+                self.log_evictions(log, out.evicted, now);
                 if out.wake {
                     crate::zone_sync::wake();
                 }
@@ -124,7 +116,7 @@ impl KeyvalZone {
         let store = self.store().ok_or(StoreError::NoMemory)?;
         let now = current_msec();
         let out = store.insert_new(entries, only_if_empty, now, wall_ms(), crate::node_id())?;
-        self.written(log, store, now, out.evicted);
+        self.written(log, now, out.evicted);
         Ok(())
     }
 
@@ -140,21 +132,13 @@ impl KeyvalZone {
         let store = self.store().ok_or(StoreError::NoMemory)?;
         let now = current_msec();
         let out = store.update(key, value, expire_ms, now, wall_ms(), crate::node_id())?;
-        self.written(log, store, now, out.evicted);
+        self.written(log, now, out.evicted);
         Ok(())
     }
 
     /// After a successful local write: log evictions, wake the engine.
-    fn written(&self, log: *mut ngx_log_t, store: &Store, now: u64, evicted: u64) {
-        if evicted > 0 && store.should_log_eviction(now) {
-            ngx_log_error!(
-                NGX_LOG_WARN,
-                log,
-                "keyval zone \"{}\" is full, evicted {} least recently written records",
-                String::from_utf8_lossy(self.name()),
-                evicted
-            );
-        }
+    fn written(&self, log: *mut ngx_log_t, now: u64, evicted: u64) {
+        self.log_evictions(log, evicted, now);
         if self.sync {
             crate::zone_sync::wake();
         }
@@ -433,24 +417,22 @@ pub unsafe fn find(
     zones_of(cycle, tag).into_iter().find(|z| z.name() == name)
 }
 
-/// Shared-zone init: a new zone gets an empty store; a zone that survived
+/// Shared-zone init: a new zone gets an empty table; a zone that survived
 /// a reload keeps its records.
 unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, old: *mut c_void) -> ngx_int_t {
     let z = &mut *(*shm).data.cast::<KeyvalZone>();
-    let pool = crate::shm::slab_pool(shm);
-    let sh: *mut Shared = if !old.is_null() {
-        match &(*old.cast::<KeyvalZone>()).store {
-            Some(s) => (s.shared() as *const Shared).cast_mut(),
-            None => return NGX_ERROR as ngx_int_t,
+    let name = core::slice::from_raw_parts(z.name.data, z.name.len);
+    match Shm::init(shm, old, "keyval", name) {
+        Some(shm) => {
+            z.store = Some(Store {
+                shm,
+                sync: z.sync,
+                timeout: z.timeout,
+            });
+            NGX_OK as ngx_int_t
         }
-    } else {
-        match crate::shm::new_zone_header(shm, "keyval", z.name(), |p| Store::init(p, false)) {
-            Some(sh) => sh,
-            None => return NGX_ERROR as ngx_int_t,
-        }
-    };
-    z.store = Some(Store::new(pool, sh, z.sync, z.timeout));
-    NGX_OK as ngx_int_t
+        None => NGX_ERROR as ngx_int_t,
+    }
 }
 
 /// The engine's view of a keyval zone's `shm_zone->data`.
@@ -463,53 +445,59 @@ pub unsafe fn view(data: *mut c_void) -> Option<&'static dyn SyncZone> {
     Some(z)
 }
 
-impl SyncZone for KeyvalZone {
+impl ZoneKind for KeyvalZone {
+    const KIND: u8 = KIND;
+    const KIND_VERSION: u16 = KIND_VERSION;
+    const WHAT: &'static str = "keyval";
+    const EVICTS: &'static str = "least recently written records";
+
     fn name(&self) -> &[u8] {
         KeyvalZone::name(self)
-    }
-    fn kind(&self) -> u8 {
-        KIND
-    }
-    fn kind_version(&self) -> u16 {
-        KIND_VERSION
     }
     fn synced(&self) -> bool {
         self.sync
     }
-    fn records_total(&self) -> u64 {
-        self.store().map_or(0, Store::records_total)
+    fn shm(&self) -> Option<&Shm> {
+        self.store().map(|s| &s.shm)
     }
-    fn records_pending(&self) -> u64 {
-        self.store().map_or(0, Store::records_pending)
-    }
-    fn engine_shared(&self) -> Option<&crate::kinds::EngineShared> {
-        self.store().map(|s| &s.shared().engine)
-    }
-    fn drain_changes(&self, now: u64, out: &mut dyn FnMut(&Record<'_>) -> bool) -> usize {
-        self.store().map_or(0, |s| s.drain_changes(now, out))
-    }
-    fn snapshot(
+    fn emit_change(
         &self,
-        cursor: &mut SnapshotCursor,
+        t: &Table<'_>,
+        r: Rec,
         now: u64,
-        max: usize,
+        _wall: u64,
         out: &mut dyn FnMut(&Record<'_>) -> bool,
     ) -> bool {
-        self.store()
-            .is_none_or(|s| s.snapshot(cursor, now, max, out))
+        out(&Kv::record(t, r, now))
     }
-    fn apply(&self, rec: &Record<'_>, now: u64, wall: u64) -> Result<bool, ApplyError> {
-        let Some(s) = self.store() else {
-            return Err(ApplyError::NoMemory);
+    fn emit_snapshot(
+        &self,
+        t: &Table<'_>,
+        r: Rec,
+        _sub: &mut u64,
+        now: u64,
+        _wall: u64,
+        out: &mut dyn FnMut(&Record<'_>) -> bool,
+    ) -> bool {
+        t.is_expired(r, now) || out(&Kv::record(t, r, now))
+    }
+    fn apply_locked(
+        &self,
+        shm: &Shm,
+        t: &mut Table<'_>,
+        rec: &Record<'_>,
+        now: u64,
+        wall: u64,
+    ) -> Result<(bool, u64), ApplyError> {
+        let kv = Kv {
+            timeout: self.timeout,
+            sync: self.sync,
+            node: crate::node_id(),
         };
-        s.apply(rec, now, wall).map_err(|e| match e {
-            StoreError::TooLarge => ApplyError::Invalid,
-            StoreError::NoMemory => ApplyError::NoMemory,
-        })
-    }
-    fn housekeeping(&self, now: u64) {
-        if let Some(s) = self.store() {
-            s.expire(now, 1000, SWEEP_PER_TICK);
+        match kv.apply(t, rec, now, shm.hlc(), wall) {
+            Ok(changed) => Ok((changed, 0)),
+            Err(TableError::TooLarge) => Err(ApplyError::Invalid),
+            Err(_) => Err(ApplyError::NoMemory),
         }
     }
 }

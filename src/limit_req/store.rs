@@ -1,95 +1,87 @@
-//! The keys of a `sync_limit_req_zone` in nginx shared memory, allocated
-//! from its slab pool and guarded by the slab mutex, as nginx's limit_req
-//! keeps them.
-//!
-//! Layout: an rbtree indexed by (hash, key) for lookups and ordered
-//! snapshot iteration; a queue of every key by last use (expiry and
-//! eviction take from its tail, as limit_req's `queue`); and a queue of the
-//! keys whose own share changed and that the sync engine has not sent yet.
-//! A key's node holds its bucket ([`rate::Bucket`]: this node's share), a
-//! slot array of peers' shares that grows on demand up to
-//! [`rate::MAX_PEERS`], then the key bytes. Nothing in the zone points
-//! outside it.
+//! The keys of a `sync_limit_req_zone` in the zone's table
+//! ([`crate::shm`]), as nginx's limit_req keeps them: a key's value is its
+//! bucket ([`rate::Bucket`]: this node's share) followed by a slot array
+//! of peers' shares that grows on demand up to [`rate::MAX_PEERS`].
+//! A key leaves when nginx's limit_req would remove it (untouched for a
+//! minute with at most one request left in its bucket: its table deadline
+//! is set to that moment at every change) or when the zone is full (the
+//! least recently used first).
 
-use core::mem::{offset_of, size_of};
-use core::ptr;
 use core::sync::atomic::Ordering;
 
-use nginx_sys::{
-    ngx_queue_empty, ngx_queue_init, ngx_queue_insert_after, ngx_queue_insert_before,
-    ngx_queue_remove, ngx_queue_t, ngx_rbtree_node_t, ngx_rbtree_t, ngx_slab_pool_t,
-};
-use zone_sync_core::hlc::SharedHlc;
 use zone_sync_core::merge::{self, Version};
 use zone_sync_core::rate::{self, Applied, Bucket, Contribution, Share};
+use zone_sync_core::table::{Rec, Table, TableError, Write};
 use zone_sync_core::wire::limit_req::{LimitReqValue, VALUE_LEN};
 
-use crate::kinds::{Record, SnapshotCursor};
-use crate::shm::{keytree, SlabLock};
-
-/// The node is in the change queue.
-const QUEUED: u16 = 1;
+use crate::kinds::Record;
+use crate::shm::Shm;
 
 /// Stale keys collected per new key (limit_req: "one or two").
 const EXPIRE_PER_INSERT: usize = 2;
 
-/// The zone header, at the start of the slab pool's data.
-#[repr(C)]
-pub struct Shared {
-    tree: ngx_rbtree_t,
-    sentinel: ngx_rbtree_node_t,
-    /// Every key, most recently used first.
-    lru: ngx_queue_t,
-    /// Keys whose own share changed, oldest first, not yet sent.
-    changes: ngx_queue_t,
-    keys: u64,
-    queued: u64,
-    evictions: u64,
-    last_evict_log: u64,
-    /// This node's hybrid logical clock for the zone.
-    pub hlc: SharedHlc,
-    /// Figures the sync engine publishes for the zone.
-    pub engine: crate::kinds::EngineShared,
+/// Bytes of a bucket in a value, and of a share.
+const BUCKET: usize = 40;
+const SHARE: usize = 24;
+
+fn rd(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
-#[repr(C)]
-struct Node {
-    rb: ngx_rbtree_node_t,
-    lru: ngx_queue_t,
-    changes: ngx_queue_t,
+/// A key's bucket and peers' share slots, decoded from its value.
+struct Pool {
     bucket: Bucket,
-    /// Requests between their lookup and their accounting (limit_req's
-    /// `count`): such a key is neither expired nor evicted.
-    count: u32,
-    flags: u16,
-    /// Slots for peers' shares.
-    cap: u16,
-    key_len: u16,
-    // [Share; cap], then the key bytes
+    peers: Vec<Share>,
 }
 
-const HEAD: usize = size_of::<Node>();
-const _: () = assert!(HEAD.is_multiple_of(core::mem::align_of::<Share>()));
+impl Pool {
+    fn new(cap: usize) -> Self {
+        Pool {
+            bucket: Bucket::default(),
+            peers: vec![Share::default(); cap],
+        }
+    }
 
-impl Node {
-    const fn size(cap: usize, key_len: usize) -> usize {
-        HEAD + cap * size_of::<Share>() + key_len
+    fn decode(v: &[u8]) -> Self {
+        let bucket = Bucket {
+            last: rd(v, 0),
+            own: rd(v, 8),
+            own_hlc: rd(v, 16),
+            carry: rd(v, 24) as u32,
+            npeers: (rd(v, 24) >> 32) as u32,
+        };
+        let peers = v[BUCKET..]
+            .chunks_exact(SHARE)
+            .map(|s| Share {
+                origin: rd(s, 0),
+                hlc: rd(s, 8),
+                milli: rd(s, 16),
+            })
+            .collect();
+        Pool { bucket, peers }
     }
-    unsafe fn peers<'a>(n: *mut Node) -> &'a mut [Share] {
-        core::slice::from_raw_parts_mut(n.cast::<u8>().add(HEAD).cast(), (*n).cap as usize)
+
+    fn len(&self) -> usize {
+        BUCKET + self.peers.len() * SHARE
     }
-    unsafe fn key<'a>(n: *const Node) -> &'a [u8] {
-        let off = HEAD + (*n).cap as usize * size_of::<Share>();
-        core::slice::from_raw_parts(n.cast::<u8>().add(off), (*n).key_len as usize)
+
+    fn encode(&self, v: &mut [u8]) {
+        let b = &self.bucket;
+        v[0..8].copy_from_slice(&b.last.to_le_bytes());
+        v[8..16].copy_from_slice(&b.own.to_le_bytes());
+        v[16..24].copy_from_slice(&b.own_hlc.to_le_bytes());
+        let w = u64::from(b.carry) | u64::from(b.npeers) << 32;
+        v[24..32].copy_from_slice(&w.to_le_bytes());
+        v[32..40].fill(0);
+        for (s, out) in self.peers.iter().zip(v[BUCKET..].chunks_exact_mut(SHARE)) {
+            out[0..8].copy_from_slice(&s.origin.to_le_bytes());
+            out[8..16].copy_from_slice(&s.hlc.to_le_bytes());
+            out[16..24].copy_from_slice(&s.milli.to_le_bytes());
+        }
     }
-    unsafe fn from_rb(p: *mut ngx_rbtree_node_t) -> *mut Node {
-        p.byte_sub(offset_of!(Node, rb)).cast()
-    }
-    unsafe fn from_lru(p: *mut ngx_queue_t) -> *mut Node {
-        p.byte_sub(offset_of!(Node, lru)).cast()
-    }
-    unsafe fn from_changes(p: *mut ngx_queue_t) -> *mut Node {
-        p.byte_sub(offset_of!(Node, changes)).cast()
+
+    fn level(&self, rate: u64, now: u64) -> u64 {
+        rate::level(&self.bucket, &self.peers, rate, now)
     }
 }
 
@@ -100,8 +92,8 @@ pub enum Rc {
     Busy,
     /// Admitted and charged (the last limit of a location).
     Ok,
-    /// Within the burst; charged later by [`Store::account`] or released
-    /// by [`Store::unlock`] (an earlier limit of several).
+    /// Within the burst; charged later by [`Store::account`] (an earlier
+    /// limit of several).
     Again,
     /// The zone cannot hold the key even after evicting.
     Error,
@@ -127,90 +119,22 @@ pub enum ApplyError {
 
 /// A zone's keys as seen by one process.
 pub struct Store {
-    pool: *mut ngx_slab_pool_t,
-    sh: *mut Shared,
+    pub shm: Shm,
     pub sync: bool,
     /// Thousandths of a request per second.
     pub rate: u64,
 }
 
-impl keytree::Keyed for Node {
-    unsafe fn key_of<'a>(rb: *const ngx_rbtree_node_t) -> &'a [u8] {
-        Node::key(Node::from_rb(rb.cast_mut()))
-    }
-}
-
-/// Snapshot position inside a key: the key, then the last origin sent
-/// (`u64::MAX` once the whole key went), then the key's length.
-fn cursor_encode(key: &[u8], origin: u64) -> Vec<u8> {
-    let mut v = Vec::with_capacity(key.len() + 10);
-    v.extend_from_slice(key);
-    v.extend_from_slice(&origin.to_be_bytes());
-    v.extend_from_slice(&(key.len() as u16).to_be_bytes());
-    v
-}
-
-fn cursor_decode(v: &[u8]) -> Option<(&[u8], u64)> {
-    let n = v.len().checked_sub(10)?;
-    let len = u16::from_be_bytes([v[n + 8], v[n + 9]]) as usize;
-    if len != n {
-        return None;
-    }
-    let origin = u64::from_be_bytes(v[n..n + 8].try_into().ok()?);
-    Some((&v[..n], origin))
+fn every(_: &Table<'_>, _: Rec) -> bool {
+    true
 }
 
 impl Store {
-    /// Initialises a new zone's header.
-    ///
-    /// # Safety
-    /// `pool` is the zone's fresh slab pool; nobody else touches it yet.
-    pub unsafe fn init(pool: *mut ngx_slab_pool_t) -> Option<*mut Shared> {
-        let lock = SlabLock::new(pool);
-        let sh = lock.alloc(size_of::<Shared>()).cast::<Shared>();
-        drop(lock);
-        if sh.is_null() {
-            return None;
-        }
-        ptr::write_bytes(sh, 0, 1);
-        nginx_sys::ngx_rbtree_init(
-            ptr::addr_of_mut!((*sh).tree),
-            ptr::addr_of_mut!((*sh).sentinel),
-            Some(keytree::insert_value::<Node>),
-        );
-        ngx_queue_init(ptr::addr_of_mut!((*sh).lru));
-        ngx_queue_init(ptr::addr_of_mut!((*sh).changes));
-        (*pool).data = sh.cast();
-        Some(sh)
-    }
-
-    /// # Safety
-    /// `pool` and `sh` belong to one initialised zone.
-    pub unsafe fn new(pool: *mut ngx_slab_pool_t, sh: *mut Shared, sync: bool, rate: u64) -> Self {
-        Store {
-            pool,
-            sh,
-            sync,
-            rate,
-        }
-    }
-
-    pub fn shared(&self) -> &Shared {
-        // SAFETY: sh points to the zone header for the life of the cycle;
-        // the fields read without the lock are atomics.
-        unsafe { &*self.sh }
-    }
-
-    fn lock(&self) -> SlabLock {
-        // SAFETY: the pool is live; no method takes the lock twice.
-        unsafe { SlabLock::new(self.pool) }
-    }
-
     /// The clock buckets run on: nginx's monotonic ms like limit_req, or,
     /// in a synced zone, the wall clock ms that records carry, so that the
     /// age of a received share and the time since are read off one clock
     /// (two clocks each truncated to the millisecond would err by up to
-    /// 2 ms per comparison).
+    /// 2 ms per comparison). The table's deadlines are monotonic.
     fn clock(&self, mono: u64, wall: u64) -> u64 {
         if self.sync {
             wall
@@ -219,293 +143,138 @@ impl Store {
         }
     }
 
-    /// Keys held.
-    pub fn records_total(&self) -> u64 {
-        let _l = self.lock();
-        // SAFETY: read under the lock.
-        unsafe { (*self.sh).keys }
-    }
-
-    /// Own shares not yet delivered to every peer.
-    pub fn records_pending(&self) -> u64 {
-        let _l = self.lock();
-        // SAFETY: read under the lock.
-        unsafe { (*self.sh).queued + (*self.sh).engine.inflight.load(Ordering::Relaxed) }
-    }
-
-    unsafe fn find(&self, key: &[u8]) -> *mut Node {
-        let n = keytree::find::<Node>(ptr::addr_of!((*self.sh).tree), key);
-        if n.is_null() {
-            ptr::null_mut()
-        } else {
-            Node::from_rb(n)
+    /// When (monotonic ms) nginx's limit_req would remove a key whose pool
+    /// is `p` at `now` (bucket clock) and `mono`: a minute after its last
+    /// update, or once its level is down to one request if later.
+    fn deadline(&self, p: &Pool, now: u64, mono: u64) -> u64 {
+        let level = p.level(self.rate, now);
+        if self.rate == 0 {
+            return 0;
         }
+        let drain = (level.saturating_sub(rate::REQUEST) as u128 * 1000)
+            .div_ceil(u128::from(self.rate))
+            .min(u128::from(u32::MAX)) as u64;
+        mono.saturating_add(drain.max(rate::STALE_MS)).max(1)
     }
 
-    unsafe fn touch(&self, n: *mut Node) {
-        ngx_queue_remove(ptr::addr_of_mut!((*n).lru));
-        ngx_queue_insert_after(
-            ptr::addr_of_mut!((*self.sh).lru),
-            ptr::addr_of_mut!((*n).lru),
-        );
+    /// Whether a change to a key of `key_len` bytes can travel (keys too
+    /// long for a sync buffer stay local).
+    fn fits(&self, key_len: usize) -> bool {
+        let max = self.shm.header().engine.max_record.load(Ordering::Relaxed);
+        max == 0 || zone_sync_core::wire::encoded_record_len(key_len, VALUE_LEN) as u64 <= max
+    }
+
+    /// Writes `p` back into `r` (same size) as a change of this node's
+    /// share when `own`, and sets the key's deadline.
+    fn store_pool(&self, t: &mut Table<'_>, r: Rec, p: &Pool, own: bool, now: u64, mono: u64) {
+        p.encode(t.value_mut(r));
+        let queue = own && self.sync && self.fits(t.key(r).len());
+        t.set_expire(r, self.deadline(p, now, mono));
+        t.changed(r, p.bucket.own_hlc, queue);
     }
 
     /// nginx's `ngx_http_limit_req_lookup`: the decision for one request
     /// on one limit. With `account`, an admitted request is charged at
-    /// once; otherwise the key is held for [`Store::account`] or
-    /// [`Store::unlock`].
+    /// once; otherwise it is left for [`Store::account`].
     pub fn lookup(&self, key: &[u8], burst: u64, account: bool, mono: u64, wall: u64) -> Lookup {
         let now = self.clock(mono, wall);
-        let lock = self.lock();
-        // SAFETY: all zone memory is touched under the lock.
-        unsafe {
-            let n = self.find(key);
-            if !n.is_null() {
-                self.touch(n);
-                let excess = rate::level(&(*n).bucket, Node::peers(n), self.rate, now);
-                let mut out = Lookup {
-                    rc: Rc::Busy,
-                    excess,
-                    evicted: 0,
-                    wake: false,
-                };
-                // A synced zone tolerates clock granularity (rate::slack).
-                let slack = if self.sync { rate::slack(self.rate) } else { 0 };
-                if excess > burst.saturating_add(slack) {
-                    return out;
-                }
-                if account {
-                    (out.excess, out.wake) = self.charge(n, now, wall);
-                    out.rc = Rc::Ok;
-                    return out;
-                }
-                (*n).count += 1;
-                out.rc = Rc::Again;
-                return out;
-            }
-
-            self.expire_locked(&lock, now, EXPIRE_PER_INSERT);
-            let (n, evicted) = self.alloc_node(&lock, 0, key.len());
+        self.shm.with(|t| {
             let mut out = Lookup {
                 rc: Rc::Error,
                 excess: 0,
-                evicted,
+                evicted: 0,
                 wake: false,
             };
-            if n.is_null() {
-                return out;
-            }
-            self.insert_node(n, key);
-            (*n).bucket.last = now;
+            let r = match t.find(key) {
+                Some(r) => {
+                    let p = Pool::decode(t.value(r));
+                    out.excess = p.level(self.rate, now);
+                    // A synced zone tolerates clock granularity (rate::slack).
+                    let slack = if self.sync { rate::slack(self.rate) } else { 0 };
+                    if out.excess > burst.saturating_add(slack) {
+                        t.touch(r);
+                        out.rc = Rc::Busy;
+                        return out;
+                    }
+                    r
+                }
+                None => {
+                    t.expire(mono, EXPIRE_PER_INSERT);
+                    let mut p = Pool::new(0);
+                    p.bucket.last = now;
+                    let w = Write {
+                        origin: crate::node_id(),
+                        expire: self.deadline(&p, now, mono),
+                        ..Write::default()
+                    };
+                    match t.write(key, p.len(), &w, u64::MAX, &mut every) {
+                        Ok((r, evicted)) => {
+                            out.evicted = evicted;
+                            p.encode(t.value_mut(r));
+                            r
+                        }
+                        Err(_) => return out,
+                    }
+                }
+            };
             if account {
-                (_, out.wake) = self.charge(n, now, wall);
+                let idle = t.counters().pending == 0;
+                out.excess = self.charge(t, r, now, mono, wall);
+                out.wake = self.sync && idle && t.counters().pending > 0;
                 out.rc = Rc::Ok;
             } else {
-                (*n).count = 1;
+                t.touch(r);
                 out.rc = Rc::Again;
             }
             out
-        }
+        })
     }
 
-    /// nginx's `ngx_http_limit_req_account` for one held key: charges the
-    /// request (no burst check); returns the excess and whether to wake the
-    /// engine.
+    /// Charges one request to this node's share and queues it for sync;
+    /// returns the excess.
+    fn charge(&self, t: &mut Table<'_>, r: Rec, now: u64, mono: u64, wall: u64) -> u64 {
+        let mut p = Pool::decode(t.value(r));
+        let excess = rate::charge(&mut p.bucket, &mut p.peers, self.rate, now);
+        if self.sync {
+            p.bucket.own_hlc = self.shm.hlc().next(wall);
+        }
+        self.store_pool(t, r, &p, true, now, mono);
+        excess
+    }
+
+    /// nginx's `ngx_http_limit_req_account` for a key [`Store::lookup`]
+    /// admitted without charging: charges the request (no burst check);
+    /// returns the excess and whether to wake the engine. None if the key
+    /// is gone meanwhile (evicted by another worker).
     pub fn account(&self, key: &[u8], mono: u64, wall: u64) -> Option<(u64, bool)> {
         let now = self.clock(mono, wall);
-        let _l = self.lock();
-        // SAFETY: under the lock.
-        unsafe {
-            let n = self.find(key);
-            if n.is_null() {
-                return None;
-            }
-            (*n).count = (*n).count.saturating_sub(1);
-            Some(self.charge(n, now, wall))
-        }
+        self.shm.with(|t| {
+            let r = t.find(key)?;
+            let idle = t.counters().pending == 0;
+            let excess = self.charge(t, r, now, mono, wall);
+            Some((excess, self.sync && idle && t.counters().pending > 0))
+        })
     }
 
-    /// Releases a key held by [`Store::lookup`] without charging it.
-    pub fn unlock(&self, key: &[u8]) {
-        let _l = self.lock();
-        // SAFETY: under the lock.
-        unsafe {
-            let n = self.find(key);
-            if !n.is_null() {
-                (*n).count = (*n).count.saturating_sub(1);
-            }
-        }
-    }
-
-    /// Charges one request to this node's share and queues it for sync.
-    /// Returns the excess and whether the key was newly queued.
-    unsafe fn charge(&self, n: *mut Node, now: u64, wall: u64) -> (u64, bool) {
-        let excess = rate::charge(&mut (*n).bucket, Node::peers(n), self.rate, now);
-        let mut queued = false;
-        if self.sync {
-            (*n).bucket.own_hlc = (*self.sh).hlc.next(wall);
-            queued = self.queue_change(n);
-        }
-        (excess, queued)
-    }
-
-    /// Queues a key whose own share changed (coalesced: a queued key keeps
-    /// its place). Keys too long for a sync buffer are never sent.
-    unsafe fn queue_change(&self, n: *mut Node) -> bool {
-        if (*n).flags & QUEUED != 0 {
-            return false;
-        }
-        let max = (*self.sh).engine.max_record.load(Ordering::Relaxed);
-        let len = zone_sync_core::wire::encoded_record_len((*n).key_len as usize, VALUE_LEN);
-        if max != 0 && len as u64 > max {
-            return false;
-        }
-        (*n).flags |= QUEUED;
-        ngx_queue_insert_before(
-            ptr::addr_of_mut!((*self.sh).changes),
-            ptr::addr_of_mut!((*n).changes),
-        );
-        (*self.sh).queued += 1;
-        true
-    }
-
-    /// Allocates a node, evicting the least recently used keys while the
-    /// zone is full. Returns the node (null if even that failed) and how
-    /// many keys went.
-    unsafe fn alloc_node(&self, lock: &SlabLock, cap: usize, key_len: usize) -> (*mut Node, u64) {
-        let size = Node::size(cap, key_len);
-        let mut evicted = 0;
-        let mut p = lock.alloc(size).cast::<Node>();
-        while p.is_null() {
-            if !self.evict_one(lock) {
-                break;
-            }
-            evicted += 1;
-            p = lock.alloc(size).cast::<Node>();
-        }
-        (*self.sh).evictions += evicted;
-        if !p.is_null() {
-            ptr::write_bytes(p.cast::<u8>(), 0, Node::size(cap, 0));
-            (*p).cap = cap as u16;
-        }
-        (p, evicted)
-    }
-
-    /// Fills in a fresh node's key and links it everywhere.
-    unsafe fn insert_node(&self, n: *mut Node, key: &[u8]) {
-        (*n).key_len = key.len() as u16;
-        let off = HEAD + (*n).cap as usize * size_of::<Share>();
-        ptr::copy_nonoverlapping(key.as_ptr(), n.cast::<u8>().add(off), key.len());
-        (*n).rb.key = keytree::hash(key);
-        nginx_sys::ngx_rbtree_insert(
-            ptr::addr_of_mut!((*self.sh).tree),
-            ptr::addr_of_mut!((*n).rb),
-        );
-        ngx_queue_insert_after(
-            ptr::addr_of_mut!((*self.sh).lru),
-            ptr::addr_of_mut!((*n).lru),
-        );
-        (*self.sh).keys += 1;
-    }
-
-    /// Removes a node from every index and frees it.
-    unsafe fn free_node(&self, lock: &SlabLock, n: *mut Node) {
-        if (*n).flags & QUEUED != 0 {
-            ngx_queue_remove(ptr::addr_of_mut!((*n).changes));
-            (*self.sh).queued -= 1;
-        }
-        nginx_sys::ngx_rbtree_delete(
-            ptr::addr_of_mut!((*self.sh).tree),
-            ptr::addr_of_mut!((*n).rb),
-        );
-        ngx_queue_remove(ptr::addr_of_mut!((*n).lru));
-        (*self.sh).keys -= 1;
-        lock.free(n.cast());
-    }
-
-    /// Evicts the least recently used key, as limit_req does when the zone
-    /// is full; not one a request holds. False when none can go.
-    unsafe fn evict_one(&self, lock: &SlabLock) -> bool {
-        let head = ptr::addr_of_mut!((*self.sh).lru);
-        if ngx_queue_empty(head) {
-            return false;
-        }
-        let n = Node::from_lru((*head).prev);
-        if (*n).count != 0 {
-            return false;
-        }
-        self.free_node(lock, n);
-        true
-    }
-
-    /// Frees up to `max` stale keys from the old end of the use queue;
-    /// stops at the first key still in use (limit_req's expire).
-    unsafe fn expire_locked(&self, lock: &SlabLock, now: u64, max: usize) {
-        let head = ptr::addr_of_mut!((*self.sh).lru);
-        for _ in 0..max {
-            if ngx_queue_empty(head) {
-                return;
-            }
-            let n = Node::from_lru((*head).prev);
-            if (*n).count != 0 || !rate::is_stale(&(*n).bucket, Node::peers(n), self.rate, now) {
-                return;
-            }
-            self.free_node(lock, n);
-        }
-    }
-
-    /// Periodic expiry from the sync worker's timer.
-    pub fn expire(&self, mono: u64, wall: u64, max: usize) {
-        let now = self.clock(mono, wall);
-        let lock = self.lock();
-        // SAFETY: under the lock.
-        unsafe { self.expire_locked(&lock, now, max) }
-    }
-
-    /// Moves a node to a bigger one with `cap` peer slots. Returns the new
-    /// node, or null (the old one unchanged) if the zone has no room.
-    unsafe fn grow(&self, lock: &SlabLock, n: *mut Node, cap: usize) -> *mut Node {
-        let key_len = (*n).key_len as usize;
-        // Keep the node out of the eviction candidates meanwhile.
-        ngx_queue_remove(ptr::addr_of_mut!((*n).lru));
-        let (p, _) = self.alloc_node(lock, cap, key_len);
-        ngx_queue_insert_after(
-            ptr::addr_of_mut!((*self.sh).lru),
-            ptr::addr_of_mut!((*n).lru),
-        );
-        if p.is_null() {
-            return p;
-        }
-        (*p).bucket = (*n).bucket;
-        (*p).count = (*n).count;
-        let old = Node::peers(n);
-        Node::peers(p)[..old.len()].copy_from_slice(old);
-        self.insert_node(p, Node::key(n));
-        if (*n).flags & QUEUED != 0 {
-            // Take over the old node's place in the change queue.
-            (*p).flags |= QUEUED;
-            ngx_queue_insert_after(
-                ptr::addr_of_mut!((*n).changes),
-                ptr::addr_of_mut!((*p).changes),
-            );
-            ngx_queue_remove(ptr::addr_of_mut!((*n).changes));
-            (*n).flags &= !QUEUED;
-        }
-        // The new node is linked: unlink and free the old one.
-        nginx_sys::ngx_rbtree_delete(
-            ptr::addr_of_mut!((*self.sh).tree),
-            ptr::addr_of_mut!((*n).rb),
-        );
-        ngx_queue_remove(ptr::addr_of_mut!((*n).lru));
-        (*self.sh).keys -= 1;
-        lock.free(n.cast());
-        p
-    }
+    /// Releases a key [`Store::lookup`] admitted without charging. Nothing
+    /// to do: unlike nginx's, a held key is found again by its bytes, so it
+    /// may be evicted meanwhile (then [`Store::account`] skips it).
+    pub fn unlock(&self, _key: &[u8]) {}
 
     /// Applies a peer's share of a key: newest version per origin wins,
     /// this node's own share is never touched. Returns whether it changed
-    /// the zone.
+    /// the zone and how many keys were evicted.
     pub fn apply(&self, rec: &Record<'_>, mono: u64, wall: u64) -> Result<(bool, u64), ApplyError> {
+        self.shm.with(|t| self.apply_locked(t, rec, mono, wall))
+    }
+
+    pub fn apply_locked(
+        &self,
+        t: &mut Table<'_>,
+        rec: &Record<'_>,
+        mono: u64,
+        wall: u64,
+    ) -> Result<(bool, u64), ApplyError> {
         let now = self.clock(mono, wall);
         if rec.is_tombstone() || rec.key.is_empty() || rec.key.len() > u16::MAX as usize {
             return Err(ApplyError::Invalid);
@@ -513,9 +282,8 @@ impl Store {
         let Some(v) = LimitReqValue::from_bytes(rec.value) else {
             return Err(ApplyError::Invalid);
         };
-        if rec.origin == crate::node_id()
-            || !merge::is_valid(Version::new(rec.hlc, rec.origin), wall)
-        {
+        let self_id = crate::node_id();
+        if rec.origin == self_id || !merge::is_valid(Version::new(rec.hlc, rec.origin), wall) {
             return Ok((false, 0));
         }
         let c = Contribution {
@@ -524,207 +292,171 @@ impl Store {
             milli: v.excess_milli,
             age_ms: rate::age_of(v.last_ms, wall),
         };
-        let self_id = crate::node_id();
-        let lock = self.lock();
-        // SAFETY: all zone memory is touched under the lock.
-        unsafe {
-            (*self.sh).hlc.observe(rec.hlc, wall);
-            let mut evicted = 0;
-            let mut n = self.find(rec.key);
-            if n.is_null() {
-                // Nothing to remember of a share that has run out.
-                let mut probe = Bucket::default();
-                let mut slot = [Share::default(); 1];
-                if rate::apply(&mut probe, &mut slot, self.rate, now, &c, self_id, false)
-                    != Applied::Stored
-                {
-                    return Ok((false, 0));
-                }
-                self.expire_locked(&lock, now, EXPIRE_PER_INSERT);
-                let (p, ev) = self.alloc_node(&lock, 2, rec.key.len());
-                evicted += ev;
-                if p.is_null() {
-                    return Err(ApplyError::NoMemory);
-                }
-                self.insert_node(p, rec.key);
-                (*p).bucket.last = now;
-                n = p;
-            } else {
-                self.touch(n);
+        self.shm.hlc().observe(rec.hlc, wall);
+        t.note_remote(mono);
+        let found = t.find(rec.key);
+        let (mut p, pending) = match found {
+            Some(r) => (Pool::decode(t.value(r)), t.meta(r).pending),
+            None => {
+                let mut p = Pool::new(2);
+                p.bucket.last = now;
+                (p, false)
             }
-            let mut may_grow = true;
-            loop {
-                match rate::apply(
-                    &mut (*n).bucket,
-                    Node::peers(n),
-                    self.rate,
-                    now,
-                    &c,
-                    self_id,
-                    may_grow,
-                ) {
-                    Applied::Stored => return Ok((true, evicted)),
-                    Applied::Ignored => return Ok((false, evicted)),
-                    Applied::NeedRoom => {
-                        let p = self.grow(&lock, n, rate::grown((*n).cap as usize));
-                        if p.is_null() {
-                            may_grow = false;
-                        } else {
-                            n = p;
-                        }
-                    }
+        };
+        let mut may_grow = true;
+        loop {
+            match rate::apply(
+                &mut p.bucket,
+                &mut p.peers,
+                self.rate,
+                now,
+                &c,
+                self_id,
+                may_grow,
+            ) {
+                Applied::Stored => break,
+                // Nothing to remember of a share that has run out.
+                Applied::Ignored => return Ok((false, 0)),
+                Applied::NeedRoom if found.is_some() => {
+                    let cap = rate::grown(p.peers.len());
+                    p.peers.resize(cap, Share::default());
+                    may_grow = false;
                 }
+                Applied::NeedRoom => may_grow = false,
             }
         }
+        let r = match found {
+            Some(r) if t.value(r).len() == p.len() => r,
+            _ => {
+                if found.is_none() {
+                    t.expire(mono, EXPIRE_PER_INSERT);
+                }
+                let w = Write {
+                    hlc: p.bucket.own_hlc,
+                    origin: self_id,
+                    queue: pending,
+                    ..Write::default()
+                };
+                match t.write(rec.key, p.len(), &w, u64::MAX, &mut every) {
+                    Ok((r, evicted)) => {
+                        p.encode(t.value_mut(r));
+                        t.set_expire(r, self.deadline(&p, now, mono));
+                        return Ok((true, evicted));
+                    }
+                    Err(TableError::NoMemory) if found.is_some() => {
+                        // No room to grow: replace the smallest share.
+                        return self.apply_in_place(t, found.unwrap(), &c, now, mono);
+                    }
+                    Err(_) => return Err(ApplyError::NoMemory),
+                }
+            }
+        };
+        self.store_pool(t, r, &p, false, now, mono);
+        Ok((true, 0))
     }
 
-    /// The record carrying this node's own share of a key.
-    unsafe fn own_record<'a>(
+    /// [`Self::apply_locked`] for a key that cannot grow: the new share
+    /// takes the smallest one's slot if larger.
+    fn apply_in_place(
         &self,
-        n: *const Node,
+        t: &mut Table<'_>,
+        r: Rec,
+        c: &Contribution,
         now: u64,
+        mono: u64,
+    ) -> Result<(bool, u64), ApplyError> {
+        let mut p = Pool::decode(t.value(r));
+        let applied = rate::apply(
+            &mut p.bucket,
+            &mut p.peers,
+            self.rate,
+            now,
+            c,
+            crate::node_id(),
+            false,
+        );
+        if applied != Applied::Stored {
+            return Ok((false, 0));
+        }
+        self.store_pool(t, r, &p, false, now, mono);
+        Ok((true, 0))
+    }
+
+    /// The record carrying this node's own share of `r`.
+    pub fn own_record<'t>(
+        &self,
+        t: &'t Table<'_>,
+        r: Rec,
+        mono: u64,
         wall: u64,
-        buf: &'a mut [u8; VALUE_LEN],
-    ) -> Record<'a> {
-        let b = &(*n).bucket;
+        buf: &'t mut [u8; VALUE_LEN],
+    ) -> Record<'t> {
+        let now = self.clock(mono, wall);
+        let p = Pool::decode(t.value(r));
         *buf = LimitReqValue {
-            excess_milli: b.own,
-            last_ms: rate::last_wall(b, now, wall),
+            excess_milli: p.bucket.own,
+            last_ms: rate::last_wall(&p.bucket, now, wall),
         }
         .to_bytes();
-        Record::put(Node::key(n), &buf[..], b.own_hlc, crate::node_id(), 0)
+        Record::put(t.key(r), &buf[..], p.bucket.own_hlc, crate::node_id(), 0)
     }
 
-    /// Hands queued own shares to `out`, oldest first, until `out` refuses
-    /// one or the queue is empty. Returns how many went.
-    pub fn drain_changes(
+    /// Every non-zero share of `r` if its bucket is not empty, this node's
+    /// own and the peers' it knows, by origin, after origin `*sub` (0: from
+    /// the start); stops when `out` refuses one (`*sub` then names the last
+    /// one sent).
+    pub fn snapshot_record(
         &self,
-        now: u64,
+        t: &Table<'_>,
+        r: Rec,
+        sub: &mut u64,
+        mono: u64,
         wall: u64,
-        out: &mut dyn FnMut(&Record<'_>) -> bool,
-    ) -> usize {
-        let now = self.clock(now, wall);
-        let _l = self.lock();
-        let mut sent = 0;
-        // SAFETY: under the lock; `out` only copies the record.
-        unsafe {
-            let head = ptr::addr_of_mut!((*self.sh).changes);
-            while !ngx_queue_empty(head) {
-                let n = Node::from_changes((*head).next);
-                let mut buf = [0u8; VALUE_LEN];
-                if !out(&self.own_record(n, now, wall, &mut buf)) {
-                    break;
-                }
-                ngx_queue_remove(ptr::addr_of_mut!((*n).changes));
-                (*n).flags &= !QUEUED;
-                (*self.sh).queued -= 1;
-                sent += 1;
-            }
-        }
-        sent
-    }
-
-    /// Continues a snapshot after `cursor`, in (hash, key) order, every
-    /// non-zero share of every key whose bucket is not empty: this node's
-    /// own and the peers' it knows, by origin. Stops when `out` refuses a
-    /// record or `max` went; true when the whole zone has been visited.
-    pub fn snapshot(
-        &self,
-        cursor: &mut SnapshotCursor,
-        now: u64,
-        wall: u64,
-        max: usize,
         out: &mut dyn FnMut(&Record<'_>) -> bool,
     ) -> bool {
-        let now = self.clock(now, wall);
-        let _l = self.lock();
-        let self_id = crate::node_id();
-        // SAFETY: under the lock.
-        unsafe {
-            let tree = ptr::addr_of_mut!((*self.sh).tree);
-            let sentinel = (*tree).sentinel;
-            let (mut n, mut after_origin) = match &cursor.last {
-                None => (keytree::first(tree), None),
-                Some((h, enc)) => match cursor_decode(enc) {
-                    Some((key, origin)) if origin != u64::MAX => {
-                        let n = self.find(key);
-                        if !n.is_null() && (*n).rb.key == *h {
-                            (ptr::addr_of_mut!((*n).rb), Some(origin))
-                        } else {
-                            (keytree::first_after::<Node>(tree, *h, Some(key)), None)
-                        }
-                    }
-                    Some((key, _)) => (keytree::first_after::<Node>(tree, *h, Some(key)), None),
-                    None => (keytree::first_after::<Node>(tree, *h, Some(enc)), None),
-                },
-            };
-            let max_record = (*self.sh).engine.max_record.load(Ordering::Relaxed);
-            let mut count = 0;
-            while !n.is_null() && n != sentinel {
-                let node = Node::from_rb(n);
-                let b = &(*node).bucket;
-                let peers = Node::peers(node);
-                let len =
-                    zone_sync_core::wire::encoded_record_len((*node).key_len as usize, VALUE_LEN);
-                // Keys too long for a sync buffer stay local (never queued).
-                let fits = max_record == 0 || len as u64 <= max_record;
-                if fits && rate::level(b, peers, self.rate, now) > 0 {
-                    let last_ms = rate::last_wall(b, now, wall);
-                    let mut shares: Vec<Share> = peers[..(b.npeers as usize).min(peers.len())]
-                        .iter()
-                        .filter(|s| s.milli > 0)
-                        .copied()
-                        .collect();
-                    if b.own > 0 && b.own_hlc != 0 {
-                        shares.push(Share {
-                            origin: self_id,
-                            hlc: b.own_hlc,
-                            milli: b.own,
-                        });
-                    }
-                    shares.sort_unstable_by_key(|s| s.origin);
-                    for s in shares {
-                        if after_origin.is_some_and(|o| s.origin <= o) {
-                            continue;
-                        }
-                        let value = LimitReqValue {
-                            excess_milli: s.milli,
-                            last_ms,
-                        }
-                        .to_bytes();
-                        let rec = Record::put(Node::key(node), &value, s.hlc, s.origin, 0);
-                        if count >= max || !out(&rec) {
-                            return false;
-                        }
-                        count += 1;
-                        cursor.last = Some(((*n).key, cursor_encode(Node::key(node), s.origin)));
-                    }
-                }
-                after_origin = None;
-                cursor.last = Some(((*n).key, cursor_encode(Node::key(node), u64::MAX)));
-                n = nginx_sys::ngx_rbtree_next(tree, n);
-            }
-            true
+        let now = self.clock(mono, wall);
+        // Keys too long for a sync buffer stay local (never queued).
+        if !self.fits(t.key(r).len()) {
+            return true;
         }
-    }
-
-    /// Logs evictions at most once a second per zone.
-    pub fn should_log_eviction(&self, now: u64) -> bool {
-        let _l = self.lock();
-        // SAFETY: under the lock.
-        unsafe {
-            if now.saturating_sub((*self.sh).last_evict_log) < 1000 {
+        let p = Pool::decode(t.value(r));
+        if p.level(self.rate, now) == 0 {
+            return true;
+        }
+        let b = &p.bucket;
+        let last_ms = rate::last_wall(b, now, wall);
+        let mut shares: Vec<Share> = p.peers[..(b.npeers as usize).min(p.peers.len())]
+            .iter()
+            .filter(|s| s.milli > 0)
+            .copied()
+            .collect();
+        if b.own > 0 && b.own_hlc != 0 {
+            shares.push(Share {
+                origin: crate::node_id(),
+                hlc: b.own_hlc,
+                milli: b.own,
+            });
+        }
+        shares.sort_unstable_by_key(|s| s.origin);
+        for s in shares {
+            if *sub != 0 && s.origin <= *sub {
+                continue;
+            }
+            let value = LimitReqValue {
+                excess_milli: s.milli,
+                last_ms,
+            }
+            .to_bytes();
+            if !out(&Record::put(t.key(r), &value, s.hlc, s.origin, 0)) {
                 return false;
             }
-            (*self.sh).last_evict_log = now;
-            true
+            *sub = s.origin;
         }
+        true
     }
 
     /// Keys evicted so far.
     pub fn evictions(&self) -> u64 {
-        let _l = self.lock();
-        // SAFETY: under the lock.
-        unsafe { (*self.sh).evictions }
+        self.shm.with(|t| t.counters().evictions)
     }
 }

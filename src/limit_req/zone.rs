@@ -4,14 +4,17 @@
 use core::ffi::c_void;
 
 use nginx_sys::{
-    ngx_http_complex_value_t, ngx_int_t, ngx_shm_zone_t, NGX_ERROR, NGX_LOG_EMERG, NGX_LOG_WARN,
-    NGX_OK,
+    ngx_http_complex_value_t, ngx_int_t, ngx_shm_zone_t, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
 };
 use ngx::ngx_log_error;
+use zone_sync_core::table::{Rec, Table};
+use zone_sync_core::wire::limit_req::VALUE_LEN;
 
-use super::store::{ApplyError as StoreApplyError, Shared, Store};
-use crate::kinds::{ApplyError, Record, SnapshotCursor, SyncZone};
-use crate::ngx_ext::{str_bytes, wall_ms};
+use super::store::{ApplyError as StoreApplyError, Store};
+use crate::kinds::{ApplyError, Record, SyncZone};
+use crate::ngx_ext::str_bytes;
+use crate::shm::zone::ZoneKind;
+use crate::shm::Shm;
 
 /// The wire kind of limit_req zones (docs/PROTOCOL.md).
 pub const KIND: u8 = zone_sync_core::wire::KIND_LIMIT_REQ;
@@ -48,16 +51,7 @@ impl LimitZone {
 
     /// Logs evictions (at most once a second per zone).
     pub fn log_evictions(&self, log: *mut nginx_sys::ngx_log_t, evicted: u64, now: u64) {
-        let Some(store) = self.store() else { return };
-        if evicted > 0 && store.should_log_eviction(now) {
-            ngx_log_error!(
-                NGX_LOG_WARN,
-                log,
-                "sync_limit_req zone \"{}\" is full, evicted {} least recently used keys",
-                String::from_utf8_lossy(self.name()),
-                evicted
-            );
-        }
+        ZoneKind::log_evictions(self, log, evicted, now);
     }
 }
 
@@ -68,8 +62,7 @@ impl LimitZone {
 /// Called by nginx with a zone of this module.
 pub unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, old: *mut c_void) -> ngx_int_t {
     let z = &mut *(*shm).data.cast::<LimitZone>();
-    let pool = crate::shm::slab_pool(shm);
-    let sh: *mut Shared = if !old.is_null() {
+    if !old.is_null() {
         let o = &*old.cast::<LimitZone>();
         if z.key_text() != o.key_text() {
             ngx_log_error!(
@@ -93,18 +86,19 @@ pub unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, old: *mut c_void) -
             );
             return NGX_ERROR as ngx_int_t;
         }
-        match &o.store {
-            Some(s) => (s.shared() as *const Shared).cast_mut(),
-            None => return NGX_ERROR as ngx_int_t,
+    }
+    let name = core::slice::from_raw_parts((*shm).shm.name.data, (*shm).shm.name.len);
+    match Shm::init(shm, old, "sync_limit_req", name) {
+        Some(shm) => {
+            z.store = Some(Store {
+                shm,
+                sync: z.sync,
+                rate: z.rate,
+            });
+            NGX_OK as ngx_int_t
         }
-    } else {
-        match crate::shm::new_zone_header(shm, "sync_limit_req", z.name(), |p| Store::init(p)) {
-            Some(sh) => sh,
-            None => return NGX_ERROR as ngx_int_t,
-        }
-    };
-    z.store = Some(Store::new(pool, sh, z.sync, z.rate));
-    NGX_OK as ngx_int_t
+        None => NGX_ERROR as ngx_int_t,
+    }
 }
 
 /// The engine's view of a limit_req zone's `shm_zone->data`.
@@ -117,62 +111,59 @@ pub unsafe fn view(data: *mut c_void) -> Option<&'static dyn SyncZone> {
     Some(z)
 }
 
-impl SyncZone for LimitZone {
+impl ZoneKind for LimitZone {
+    const KIND: u8 = KIND;
+    const KIND_VERSION: u16 = KIND_VERSION;
+    const WHAT: &'static str = "sync_limit_req";
+    const EVICTS: &'static str = "least recently used keys";
+
     fn name(&self) -> &[u8] {
         LimitZone::name(self)
-    }
-    fn kind(&self) -> u8 {
-        KIND
-    }
-    fn kind_version(&self) -> u16 {
-        KIND_VERSION
     }
     fn synced(&self) -> bool {
         self.sync
     }
-    fn records_total(&self) -> u64 {
-        self.store().map_or(0, Store::records_total)
+    fn shm(&self) -> Option<&Shm> {
+        self.store().map(|s| &s.shm)
     }
-    fn records_pending(&self) -> u64 {
-        self.store().map_or(0, Store::records_pending)
-    }
-    fn engine_shared(&self) -> Option<&crate::kinds::EngineShared> {
-        self.store().map(|s| &s.shared().engine)
-    }
-    fn drain_changes(&self, now: u64, out: &mut dyn FnMut(&Record<'_>) -> bool) -> usize {
-        self.store()
-            .map_or(0, |s| s.drain_changes(now, wall_ms(), out))
-    }
-    fn snapshot(
+    fn emit_change(
         &self,
-        cursor: &mut SnapshotCursor,
+        t: &Table<'_>,
+        r: Rec,
         now: u64,
-        max: usize,
+        wall: u64,
+        out: &mut dyn FnMut(&Record<'_>) -> bool,
+    ) -> bool {
+        let Some(s) = self.store() else { return true };
+        let mut buf = [0u8; VALUE_LEN];
+        out(&s.own_record(t, r, now, wall, &mut buf))
+    }
+    fn emit_snapshot(
+        &self,
+        t: &Table<'_>,
+        r: Rec,
+        sub: &mut u64,
+        now: u64,
+        wall: u64,
         out: &mut dyn FnMut(&Record<'_>) -> bool,
     ) -> bool {
         self.store()
-            .is_none_or(|s| s.snapshot(cursor, now, wall_ms(), max, out))
+            .is_none_or(|s| s.snapshot_record(t, r, sub, now, wall, out))
     }
-    fn apply(&self, rec: &Record<'_>, now: u64, wall: u64) -> Result<bool, ApplyError> {
+    fn apply_locked(
+        &self,
+        _shm: &Shm,
+        t: &mut Table<'_>,
+        rec: &Record<'_>,
+        now: u64,
+        wall: u64,
+    ) -> Result<(bool, u64), ApplyError> {
         let Some(s) = self.store() else {
             return Err(ApplyError::NoMemory);
         };
-        match s.apply(rec, now, wall) {
-            Ok((changed, evicted)) => {
-                if evicted > 0 {
-                    // SAFETY: ngx_cycle is the running cycle.
-                    let log = unsafe { (*crate::ngx_ext::cycle()).log };
-                    self.log_evictions(log, evicted, now);
-                }
-                Ok(changed)
-            }
-            Err(StoreApplyError::Invalid) => Err(ApplyError::Invalid),
-            Err(StoreApplyError::NoMemory) => Err(ApplyError::NoMemory),
-        }
-    }
-    fn housekeeping(&self, now: u64) {
-        if let Some(s) = self.store() {
-            s.expire(now, wall_ms(), 1000);
-        }
+        s.apply_locked(t, rec, now, wall).map_err(|e| match e {
+            StoreApplyError::Invalid => ApplyError::Invalid,
+            StoreApplyError::NoMemory => ApplyError::NoMemory,
+        })
     }
 }

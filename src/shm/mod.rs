@@ -1,14 +1,26 @@
-//! Shared-memory zones: the slab mutex guard and allocation helpers used by
-//! every zone kind. Locking uses the slab pool's own `ngx_shmtx_t`, which
-//! the master releases when a worker dies holding it (a Rust spinlock would
-//! stay locked forever and hang every other worker).
+//! Shared-memory zones: the one table every zone kind is built on
+//! ([`zone_sync_core::table`]) placed in an nginx slab pool, and the generic
+//! [`crate::kinds::SyncZone`] of every kind ([`zone`]).
+//!
+//! A zone's slab pool holds a small [`Header`] (the clock and the engine's
+//! figures, read without the lock) and one large block, the table's arena,
+//! carved from every page left at zone init. Locking uses the slab pool's
+//! own `ngx_shmtx_t`, which the master releases when a worker dies holding
+//! it (a Rust spinlock would stay locked forever and hang every other
+//! worker); the table's mutation marker then tells the next holder that
+//! the dead one was in the middle of a change, and the table is rebuilt.
 
-pub mod keytree;
+pub mod zone;
 
 use core::ffi::c_void;
 use core::ptr;
 
-use nginx_sys::{ngx_shm_zone_t, ngx_slab_pool_t};
+use nginx_sys::{ngx_cycle_t, ngx_list_part_t, ngx_shm_zone_t, ngx_slab_pool_t, NGX_LOG_ALERT};
+use ngx::ngx_log_error;
+use zone_sync_core::hlc::SharedHlc;
+use zone_sync_core::table::Table;
+
+use crate::kinds::EngineShared;
 
 /// The slab pool of an initialised shared zone.
 ///
@@ -39,14 +51,6 @@ impl SlabLock {
         // SAFETY: the mutex is held by this guard.
         unsafe { nginx_sys::ngx_slab_alloc_locked(self.pool, size) }
     }
-
-    /// `ngx_slab_free_locked`.
-    ///
-    /// # Safety
-    /// `p` was allocated from this pool and is not used afterwards.
-    pub unsafe fn free(&self, p: *mut c_void) {
-        nginx_sys::ngx_slab_free_locked(self.pool, p)
-    }
 }
 
 impl Drop for SlabLock {
@@ -56,44 +60,173 @@ impl Drop for SlabLock {
     }
 }
 
-/// Sets the slab pool's `log_ctx`, so nginx's own "ngx_slab_alloc() failed:
-/// no memory" messages name the zone (`in keyval zone "one"`).
-///
-/// # Safety
-/// `pool` is the freshly initialised pool of `zone`, not yet shared with
-/// other processes.
-pub unsafe fn set_log_ctx(pool: *mut ngx_slab_pool_t, what: &str, zone: &[u8]) -> bool {
-    let text = format!(" in {what} zone \"{}\"\0", String::from_utf8_lossy(zone));
-    let lock = SlabLock::new(pool);
-    let p = lock.alloc(text.len()).cast::<u8>();
-    drop(lock);
-    if p.is_null() {
-        return false;
-    }
-    ptr::copy_nonoverlapping(text.as_ptr(), p, text.len());
-    (*pool).log_ctx = p;
-    // Evicting old records is our answer to a full zone: the slab's own
-    // "no memory" alert would be noise.
-    (*pool).set_log_nomem(0);
-    true
+/// The zone header, at `pool->data`.
+#[repr(C)]
+pub struct Header {
+    /// This node's hybrid logical clock for the zone.
+    pub hlc: SharedHlc,
+    /// Figures the sync engine publishes for the zone.
+    pub engine: EngineShared,
+    /// The arena: its offset from the pool's start, and its length.
+    arena_off: usize,
+    arena_len: usize,
 }
 
-/// The header of a zone that did not survive a reload: the one already in
-/// the mapping when nginx attaches to an existing segment, or a fresh one
-/// made by `init`, with the slab's log context naming the zone.
-///
-/// # Safety
-/// Called from the zone's init callback, before any worker uses it.
-pub unsafe fn new_zone_header<T>(
-    zone: *mut ngx_shm_zone_t,
-    what: &str,
-    name: &[u8],
-    init: impl FnOnce(*mut ngx_slab_pool_t) -> Option<*mut T>,
-) -> Option<*mut T> {
-    let pool = slab_pool(zone);
-    if (*zone).shm.exists != 0 {
-        return Some((*pool).data.cast());
+/// A zone's table as seen by one process.
+pub struct Shm {
+    pool: *mut ngx_slab_pool_t,
+    hdr: *mut Header,
+    /// "keyval", "sync_limit_req": for messages.
+    what: &'static str,
+    name: &'static [u8],
+}
+
+/// A fresh random seed for a zone's hash index.
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: filling a local buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
+    if n == 8 {
+        u64::from_ne_bytes(b)
+    } else {
+        crate::ngx_ext::wall_ms() ^ u64::from(std::process::id()) << 32
     }
-    let header = init(pool)?;
-    set_log_ctx(pool, what, name).then_some(header)
+}
+
+impl Shm {
+    /// The table of zone `shm` for its init callback: a zone that survived
+    /// a reload keeps its table; a new one gets an empty table filling the
+    /// pool, and its clock starts no lower than the clock of the zone of
+    /// the same name it replaces (a reload that changed its size).
+    ///
+    /// # Safety
+    /// Called from the zone's init callback with nginx's `data` argument.
+    pub unsafe fn init(
+        shm: *mut ngx_shm_zone_t,
+        old: *mut c_void,
+        what: &'static str,
+        name: &'static [u8],
+    ) -> Option<Shm> {
+        let pool = slab_pool(shm);
+        if !old.is_null() || (*shm).shm.exists != 0 {
+            let hdr: *mut Header = (*pool).data.cast();
+            return (!hdr.is_null()).then_some(Shm {
+                pool,
+                hdr,
+                what,
+                name,
+            });
+        }
+        let lock = SlabLock::new(pool);
+        let hdr = lock.alloc(core::mem::size_of::<Header>()).cast::<Header>();
+        let text = format!(" in {what} zone \"{}\"\0", String::from_utf8_lossy(name));
+        let ctx = lock.alloc(text.len()).cast::<u8>();
+        let page = nginx_sys::ngx_pagesize;
+        let len = (*pool).pfree * page;
+        let arena = lock.alloc(len).cast::<u8>();
+        drop(lock);
+        if hdr.is_null() || ctx.is_null() || arena.is_null() {
+            return None;
+        }
+        ptr::copy_nonoverlapping(text.as_ptr(), ctx, text.len());
+        // nginx's own "ngx_slab_alloc() failed" messages name the zone;
+        // evicting is our answer to a full zone, so they stay quiet.
+        (*pool).log_ctx = ctx;
+        (*pool).set_log_nomem(0);
+        hdr.write(Header {
+            hlc: SharedHlc::new(0),
+            engine: EngineShared::default(),
+            arena_off: arena as usize - pool as usize,
+            arena_len: len,
+        });
+        let s = core::slice::from_raw_parts_mut(arena, len);
+        Table::format(s, random_seed())?;
+        if let Some(prev) = previous_clock((*shm).tag, &(*shm).shm.name) {
+            (*hdr).hlc.observe(prev, crate::ngx_ext::wall_ms());
+        }
+        (*pool).data = hdr.cast();
+        Some(Shm {
+            pool,
+            hdr,
+            what,
+            name,
+        })
+    }
+
+    pub fn header(&self) -> &Header {
+        // SAFETY: the header lives as long as the zone; its fields read
+        // without the lock are atomics.
+        unsafe { &*self.hdr }
+    }
+
+    pub fn hlc(&self) -> &SharedHlc {
+        &self.header().hlc
+    }
+
+    /// Runs `f` on the table under the zone's lock. A table the last
+    /// holder of the lock left in the middle of a change (it died) is
+    /// rebuilt first, with an alert.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Table<'_>) -> R) -> R {
+        // SAFETY: the pool is live; no caller takes the lock twice (`f`
+        // gets the table, not the zone).
+        let _lock = unsafe { SlabLock::new(self.pool) };
+        // SAFETY: the arena was carved from this pool at init; the lock
+        // makes this the only reference to it meanwhile.
+        let arena = unsafe {
+            let h = &*self.hdr;
+            core::slice::from_raw_parts_mut(self.pool.cast::<u8>().add(h.arena_off), h.arena_len)
+        };
+        let mut t = Table::open(arena).expect("zone_sync: table of an initialised zone");
+        if t.needs_recovery() {
+            let r = t.recover();
+            // SAFETY: ngx_cycle is the running cycle.
+            let log = unsafe { (*crate::ngx_ext::cycle()).log };
+            ngx_log_error!(
+                NGX_LOG_ALERT,
+                log,
+                "zone_sync: {} zone \"{}\" was left mid-change by a process that died: {}, {} records kept, {} dropped",
+                self.what,
+                String::from_utf8_lossy(self.name),
+                if r.cleared { "cleared" } else { "rebuilt" },
+                r.kept,
+                r.dropped
+            );
+        }
+        f(&mut t)
+    }
+
+    /// The pool's data size (start to end), for size checks.
+    pub fn pool_size(&self) -> usize {
+        // SAFETY: start and end are set once when the pool is created.
+        unsafe { ((*self.pool).end as usize).saturating_sub((*self.pool).start as usize) }
+    }
+}
+
+/// The clock of the zone named `name` with `tag` in the running cycle
+/// (called while the next one is being set up).
+unsafe fn previous_clock(tag: *mut c_void, name: &nginx_sys::ngx_str_t) -> Option<u64> {
+    let cycle: *const ngx_cycle_t = crate::ngx_ext::cycle();
+    if cycle.is_null() {
+        return None;
+    }
+    let want = crate::ngx_ext::str_bytes(name);
+    let mut part: *const ngx_list_part_t = ptr::addr_of!((*cycle).shared_memory.part);
+    while !part.is_null() {
+        let elts = (*part).elts.cast::<ngx_shm_zone_t>();
+        for i in 0..(*part).nelts {
+            let z = elts.add(i);
+            if (*z).tag != tag || (*z).shm.addr.is_null() {
+                continue;
+            }
+            if crate::ngx_ext::str_bytes(&(*z).shm.name) != want {
+                continue;
+            }
+            let hdr: *const Header = (*slab_pool(z)).data.cast();
+            if !hdr.is_null() {
+                return Some((*hdr).hlc.load());
+            }
+        }
+        part = (*part).next;
+    }
+    None
 }

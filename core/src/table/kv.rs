@@ -13,13 +13,15 @@
 //! A zone created afresh (a restart, a reload that changed its size) starts
 //! its clock from the wall clock and may be behind what its peers issued.
 //! Local writes made before the zone has heard from any peer are marked
-//! early; a received version that would beat an early write within
-//! [`EARLY_WINDOW_MS`] of the first record received is taken as older than
-//! it (it was issued before this node could observe it): the local write
-//! is stamped again above it and sent.
+//! early. A received version that would beat an early write, stamped ahead
+//! of this node's wall clock (the sender's clock, or what it observed, ran
+//! ahead of ours), within [`EARLY_WINDOW_MS`] of the first record received,
+//! is taken as older than the write (this node could not observe it when
+//! it wrote): the local write is stamped again above it and sent. Versions
+//! stamped at or behind our wall clock follow the merge rule as always.
 
 use super::{Rec, Table, TableError, Write};
-use crate::hlc::SharedHlc;
+use crate::hlc::{self, SharedHlc};
 use crate::merge::{self, Decision, Version};
 use crate::wire::RecordRef;
 
@@ -270,7 +272,9 @@ impl Kv {
         if let Some(r) = old {
             let m = t.meta(r);
             let window_open = first == 0 || now < first.saturating_add(EARLY_WINDOW_MS);
-            if m.early && m.origin == self.node && window_open && !t.is_expired(r, now) {
+            let ahead = hlc::wall_of(rec.hlc) > wall;
+            if m.early && m.origin == self.node && ahead && window_open && !t.is_expired(r, now)
+            {
                 // Our write made before we could see this version wins:
                 // stamp it again above everything observed, and send it.
                 t.changed(r, clock.next(wall), self.sync);

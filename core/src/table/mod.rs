@@ -765,7 +765,9 @@ impl<'a> Table<'a> {
         protect: u64,
         may_evict: &mut dyn FnMut(&Table<'_>, Rec) -> bool,
     ) -> Result<(Rec, u64), TableError> {
-        let origin = self.origin_index(w.origin).ok_or(TableError::TooManyOrigins)?;
+        let origin = self
+            .origin_index(w.origin)
+            .ok_or(TableError::TooManyOrigins)?;
         let old = self.find(key);
         let mut evicted = 0;
         let r = match old {
@@ -925,7 +927,7 @@ impl<'a> Table<'a> {
                 x ^= x >> 7;
                 x ^= x << 17;
                 self.w64(H_RNG, x);
-                let b = base + ((x >> 32) * nb >> 32) as usize * 4;
+                let b = base + (((x >> 32) * nb) >> 32) as usize * 4;
                 let mut o = self.r32(b);
                 while o != 0 {
                     let next = self.r32(o as usize + rec::CHAIN);
@@ -1079,8 +1081,7 @@ impl<'a> Table<'a> {
     /// counters from the blocks, dropping records that do not parse; if the
     /// blocks themselves do not parse, empties the table. Clears the
     /// mutation marker.
-    pub fn recover(&mut self, now: u64) -> Recovered {
-        let _ = now;
+    pub fn recover(&mut self) -> Recovered {
         let mut out = Recovered::default();
         let data = self.r32(H_DATA) as usize;
         let end = self.r32(H_END) as usize;
@@ -1137,12 +1138,7 @@ impl<'a> Table<'a> {
         for c in 0..NCLASS {
             self.set_free_head(c, 0);
         }
-        for f in [
-            H_FREE_BYTES,
-            H_LIVE,
-            H_TOMBS,
-            H_PENDING,
-        ] {
+        for f in [H_FREE_BYTES, H_LIVE, H_TOMBS, H_PENDING] {
             self.w64(f, 0);
         }
         self.w32(H_HEAD, 0);
@@ -1154,10 +1150,10 @@ impl<'a> Table<'a> {
         let mut max_seq = self.r64(H_SEQ);
         for (seq, o) in recs {
             let r = Rec(o);
-            if self.find(self.key(r).to_vec().as_slice()).is_some() {
-                // A duplicate key (a reallocation cut short): keep the one
-                // already linked, which has the lower seq... the newer wins.
-                let old = self.find(self.key(r).to_vec().as_slice()).unwrap();
+            let key = self.key(r).to_vec();
+            if let Some(old) = self.find(&key) {
+                // Two blocks of one key (a reallocation cut short): the
+                // later change wins.
                 self.index_remove(old);
                 self.list_unlink(old);
                 self.uncount(old);

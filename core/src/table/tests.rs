@@ -98,7 +98,8 @@ fn tombstone_outlives_the_record_it_deletes() {
     };
     let clock = SharedHlc::default();
     // An API write that never expires, in a zone with timeout=1s.
-    kv.set(&mut t, b"k", b"v", Some(0), 0, &clock, WALL).unwrap();
+    kv.set(&mut t, b"k", b"v", Some(0), 0, &clock, WALL)
+        .unwrap();
     let v1 = t.meta(t.find(b"k").unwrap()).hlc;
     assert!(kv.delete(&mut t, b"k", 100, &clock, WALL));
     // Long after the zone timeout, the tombstone is still there...
@@ -112,7 +113,8 @@ fn tombstone_outlives_the_record_it_deletes() {
     assert!(!kv.apply(&mut t, &late, later, &clock, WALL).unwrap());
     assert_eq!(get(&t, b"k", later), None);
     // A longer expire than the timeout: the tombstone lasts as long.
-    kv.set(&mut t, b"e", b"v", Some(50_000), 0, &clock, WALL).unwrap();
+    kv.set(&mut t, b"e", b"v", Some(50_000), 0, &clock, WALL)
+        .unwrap();
     assert!(kv.delete(&mut t, b"e", 10, &clock, WALL));
     let r = t.find(b"e").unwrap();
     assert!(t.meta(r).expire >= 50_000);
@@ -150,7 +152,8 @@ fn early_local_writes_stay_above_a_snapshot() {
     };
     // Restarted: the clock starts at our wall clock.
     let clock = SharedHlc::default();
-    kv.set(&mut t, b"k", b"mine", None, 0, &clock, WALL).unwrap();
+    kv.set(&mut t, b"k", b"mine", None, 0, &clock, WALL)
+        .unwrap();
     let mine = t.meta(t.find(b"k").unwrap()).hlc;
     // The peer's clock ran ten minutes ahead; its snapshot holds an old
     // value stamped above our write.
@@ -166,7 +169,8 @@ fn early_local_writes_stay_above_a_snapshot() {
     assert!(!m.early);
     // Writes after the zone heard from a peer are ordinary: a newer
     // version wins.
-    kv.set(&mut t, b"j", b"mine", None, 10, &clock, WALL).unwrap();
+    kv.set(&mut t, b"j", b"mine", None, 10, &clock, WALL)
+        .unwrap();
     let newer = RecordRef::put(b"j", b"theirs", clock.load() + 1, PEER, 0);
     assert!(kv.apply(&mut t, &newer, 11, &clock, WALL).unwrap());
     assert_eq!(get(&t, b"j", 11).as_deref(), Some(&b"theirs"[..]));
@@ -174,7 +178,8 @@ fn early_local_writes_stay_above_a_snapshot() {
     let mut b = vec![0u8; 64 * 1024];
     let mut t = Table::format(&mut b, 1).unwrap();
     let clock = SharedHlc::default();
-    kv.set(&mut t, b"k", b"mine", None, 0, &clock, WALL).unwrap();
+    kv.set(&mut t, b"k", b"mine", None, 0, &clock, WALL)
+        .unwrap();
     let other = RecordRef::put(b"x", b"y", clock.load(), PEER, 0);
     kv.apply(&mut t, &other, 1, &clock, WALL).unwrap();
     let late = RecordRef::put(b"k", b"theirs", hlc::from_wall(WALL + 600_000), PEER, 0);
@@ -193,7 +198,10 @@ fn expiry_in_order_and_out_of_order() {
     // in change order, from the tail
     assert_eq!(t.expire(1050, 1000), 51);
     assert_eq!(t.counters().live, 49);
-    assert_eq!(get(&t, &60u32.to_be_bytes(), 1050).as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        get(&t, &60u32.to_be_bytes(), 1050).as_deref(),
+        Some(&b"v"[..])
+    );
     // a record that never expires at the tail blocks the in-order scan
     let mut b = vec![0u8; 256 * 1024];
     let mut t = Table::format(&mut b, 1).unwrap();
@@ -321,7 +329,13 @@ fn snapshot_cursor_survives_changes() {
     let mut t = Table::format(&mut a, 1).unwrap();
     for i in 0..500u32 {
         put(&mut t, format!("stay{i}").as_bytes(), b"v", 1, 0);
-        put(&mut t, format!("go{i}").as_bytes(), &vec![0u8; i as usize % 50], 1, 0);
+        put(
+            &mut t,
+            format!("go{i}").as_bytes(),
+            &vec![0u8; i as usize % 50],
+            1,
+            0,
+        );
     }
     let mut cursor = Cursor::default();
     let mut seen = std::collections::HashSet::new();
@@ -345,14 +359,23 @@ fn snapshot_cursor_survives_changes() {
         if let Some(r) = t.find(format!("go{i}").as_bytes()) {
             t.remove(r);
         }
-        put(&mut t, format!("new{round}").as_bytes(), &vec![1u8; round as usize % 90], 1, 0);
+        put(
+            &mut t,
+            format!("new{round}").as_bytes(),
+            &vec![1u8; round as usize % 90],
+            1,
+            0,
+        );
         if round % 10 == 0 {
             t.defragment();
         }
         assert!(round < 10_000);
     }
     for i in 0..500u32 {
-        assert!(seen.contains(format!("stay{i}").as_bytes()), "stay{i} missed");
+        assert!(
+            seen.contains(format!("stay{i}").as_bytes()),
+            "stay{i} missed"
+        );
     }
     t.check().unwrap();
 }
@@ -378,7 +401,7 @@ fn recovery_after_a_crash_mid_mutation() {
     }
     let mut t = Table::open(&mut a).unwrap();
     assert!(t.needs_recovery());
-    let rec = t.recover(0);
+    let rec = t.recover();
     assert!(!rec.cleared);
     assert_eq!(rec.kept, 300);
     t.check().unwrap();
@@ -390,7 +413,7 @@ fn recovery_after_a_crash_mid_mutation() {
         t.a[data..data + 8].fill(0);
         t.begin();
     }
-    let rec = t.recover(0);
+    let rec = t.recover();
     assert!(rec.cleared);
     t.check().unwrap();
     put(&mut t, b"again", b"v", 1, 0);
@@ -414,14 +437,22 @@ fn api_batch_is_all_or_nothing() {
         Err(ApiWriteError::Exists)
     );
     assert_eq!(
-        kv.insert_new(&mut t, &[(b"b", b"1", None), (b"c", b"1", None)], true, 0, &clock, WALL),
+        kv.insert_new(
+            &mut t,
+            &[(b"b", b"1", None), (b"c", b"1", None)],
+            true,
+            0,
+            &clock,
+            WALL
+        ),
         Err(ApiWriteError::NotEmpty)
     );
     assert_eq!(
         kv.update(&mut t, b"zz", None, Some(5), 0, &clock, WALL),
         Err(ApiWriteError::NotFound)
     );
-    kv.update(&mut t, b"a", None, Some(5), 0, &clock, WALL).unwrap();
+    kv.update(&mut t, b"a", None, Some(5), 0, &clock, WALL)
+        .unwrap();
     assert_eq!(get(&t, b"a", 4).as_deref(), Some(&b"1"[..]));
     assert_eq!(get(&t, b"a", 5), None);
 }

@@ -1,0 +1,156 @@
+//! The [`SyncZone`] of every kind, written once: a kind says how its
+//! records travel ([`ZoneKind`]) and the rest (draining, snapshots,
+//! expiry, counters, eviction logging) is the table's.
+
+use core::sync::atomic::Ordering;
+
+use nginx_sys::{ngx_log_t, NGX_LOG_WARN};
+use ngx::ngx_log_error;
+use zone_sync_core::table::{Rec, Table};
+
+use super::Shm;
+use crate::kinds::{ApplyError, EngineShared, Record, SnapshotCursor, SyncZone};
+
+/// Expired records the housekeeping tick frees from the tail of the change
+/// list at most, and the random buckets it samples for the others.
+const EXPIRE_PER_TICK: usize = 1000;
+const SAMPLE_BUCKETS: usize = 20;
+const SAMPLE_ROUNDS: usize = 16;
+
+/// What a kind of zone supplies: its names, its value layout on the wire
+/// and its merge rule.
+pub trait ZoneKind {
+    /// Wire kind and version (docs/PROTOCOL.md, "Zone kinds").
+    const KIND: u8;
+    const KIND_VERSION: u16;
+    /// The zone directive's kind for messages ("keyval").
+    const WHAT: &'static str;
+    /// What eviction takes, for the log line ("least recently written
+    /// records").
+    const EVICTS: &'static str;
+
+    fn name(&self) -> &[u8];
+    fn synced(&self) -> bool;
+    /// The zone's table, once initialised.
+    fn shm(&self) -> Option<&Shm>;
+    /// Hands `out` the wire record of the local change to `r`.
+    fn emit_change(
+        &self,
+        t: &Table<'_>,
+        r: Rec,
+        now: u64,
+        wall: u64,
+        out: &mut dyn FnMut(&Record<'_>) -> bool,
+    ) -> bool;
+    /// Hands `out` the wire records of `r` for a snapshot, from position
+    /// `sub` on (0: the start; the kind's own meaning otherwise); true when
+    /// all went, false (with `sub` updated) when `out` refused one.
+    fn emit_snapshot(
+        &self,
+        t: &Table<'_>,
+        r: Rec,
+        sub: &mut u64,
+        now: u64,
+        wall: u64,
+        out: &mut dyn FnMut(&Record<'_>) -> bool,
+    ) -> bool;
+    /// Applies a received record under the lock: whether the zone changed
+    /// and how many records were evicted.
+    fn apply_locked(
+        &self,
+        shm: &Shm,
+        t: &mut Table<'_>,
+        rec: &Record<'_>,
+        now: u64,
+        wall: u64,
+    ) -> Result<(bool, u64), ApplyError>;
+
+    /// Logs evictions, at most once a second per zone.
+    fn log_evictions(&self, log: *mut ngx_log_t, evicted: u64, now: u64) {
+        let Some(shm) = self.shm() else { return };
+        if evicted > 0 && shm.with(|t| t.should_log_eviction(now)) {
+            ngx_log_error!(
+                NGX_LOG_WARN,
+                log,
+                "{} zone \"{}\" is full, evicted {} {}",
+                Self::WHAT,
+                String::from_utf8_lossy(self.name()),
+                evicted,
+                Self::EVICTS
+            );
+        }
+    }
+}
+
+impl<K: ZoneKind> SyncZone for K {
+    fn name(&self) -> &[u8] {
+        ZoneKind::name(self)
+    }
+    fn kind(&self) -> u8 {
+        K::KIND
+    }
+    fn kind_version(&self) -> u16 {
+        K::KIND_VERSION
+    }
+    fn synced(&self) -> bool {
+        ZoneKind::synced(self)
+    }
+    fn records_total(&self) -> u64 {
+        self.shm().map_or(0, |s| s.with(|t| t.counters().live))
+    }
+    fn records_pending(&self) -> u64 {
+        self.shm().map_or(0, |s| {
+            s.with(|t| t.counters().pending) + s.header().engine.inflight.load(Ordering::Relaxed)
+        })
+    }
+    fn engine_shared(&self) -> Option<&EngineShared> {
+        self.shm().map(|s| &s.header().engine)
+    }
+    fn drain_changes(&self, now: u64, out: &mut dyn FnMut(&Record<'_>) -> bool) -> usize {
+        let Some(s) = self.shm() else { return 0 };
+        let wall = crate::ngx_ext::wall_ms();
+        s.with(|t| t.drain(&mut |t, r| self.emit_change(t, r, now, wall, out)))
+    }
+    fn snapshot(
+        &self,
+        cursor: &mut SnapshotCursor,
+        now: u64,
+        max: usize,
+        out: &mut dyn FnMut(&Record<'_>) -> bool,
+    ) -> bool {
+        let Some(s) = self.shm() else { return true };
+        let wall = crate::ngx_ext::wall_ms();
+        let mut count = 0;
+        s.with(|t| {
+            t.walk(&mut cursor.table, &mut |t, r, sub| {
+                self.emit_snapshot(t, r, sub, now, wall, &mut |rec| {
+                    if count >= max || !out(rec) {
+                        return false;
+                    }
+                    count += 1;
+                    true
+                })
+            })
+        })
+    }
+    fn apply(&self, rec: &Record<'_>, now: u64, wall: u64) -> Result<bool, ApplyError> {
+        let Some(s) = self.shm() else {
+            return Err(ApplyError::NoMemory);
+        };
+        let (changed, evicted) = s.with(|t| self.apply_locked(s, t, rec, now, wall))?;
+        if evicted > 0 {
+            // SAFETY: ngx_cycle is the running cycle.
+            let log = unsafe { (*crate::ngx_ext::cycle()).log };
+            self.log_evictions(log, evicted, now);
+        }
+        Ok(changed)
+    }
+    fn housekeeping(&self, now: u64) {
+        if let Some(s) = self.shm() {
+            s.with(|t| {
+                t.expire(now, EXPIRE_PER_TICK);
+                t.sample_expire(now, SAMPLE_BUCKETS, SAMPLE_ROUNDS);
+            });
+        }
+    }
+}
