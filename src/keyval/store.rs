@@ -4,8 +4,8 @@
 
 use core::sync::atomic::Ordering;
 
-use zone_sync_core::table::kv::{self, Kv};
-use zone_sync_core::table::{Cursor, TableError, RECORD_HEADER};
+use zone_sync_core::table::kv::{self, At, Kv};
+use zone_sync_core::table::{Cursor, Table, TableError, RECORD_HEADER};
 
 use crate::kinds::Record;
 use crate::shm::Shm;
@@ -71,8 +71,8 @@ pub struct WriteOutcome {
 
 /// A keyval zone as seen by one process.
 pub struct Store {
+    /// The zone's table (`shm.sync`: declared with `sync`).
     pub shm: Shm,
-    pub sync: bool,
     /// `timeout=` in ms, 0 = none.
     pub timeout: u64,
 }
@@ -81,8 +81,16 @@ impl Store {
     fn kv(&self, node_id: u64) -> Kv {
         Kv {
             timeout: self.timeout,
-            sync: self.sync,
+            sync: self.shm.sync,
             node: node_id,
+        }
+    }
+
+    fn at(&self, now: u64, wall: u64) -> At<'_> {
+        At {
+            now,
+            wall,
+            clock: self.shm.hlc(),
         }
     }
 
@@ -140,10 +148,10 @@ impl Store {
         let kv = self.kv(node_id);
         self.shm.with(|t| {
             let idle = t.counters().pending == 0;
-            let evicted = kv.set(t, key, value, expire_ms, now, self.shm.hlc(), wall)?;
+            let evicted = kv.set(t, key, value, expire_ms, &self.at(now, wall), u64::MAX)?;
             Ok(WriteOutcome {
                 evicted,
-                wake: self.sync && idle,
+                wake: self.shm.sync && idle,
             })
         })
     }
@@ -152,8 +160,7 @@ impl Store {
     /// Returns whether a live record was there.
     pub fn delete(&self, key: &[u8], now: u64, wall: u64, node_id: u64) -> bool {
         let kv = self.kv(node_id);
-        self.shm
-            .with(|t| kv.delete(t, key, now, self.shm.hlc(), wall))
+        self.shm.with(|t| kv.delete(t, key, &self.at(now, wall)))
     }
 
     /// Deletes every live record (API `DELETE`).
@@ -184,10 +191,10 @@ impl Store {
         let kv = self.kv(node_id);
         let evicted = self
             .shm
-            .with(|t| kv.insert_new(t, entries, only_if_empty, now, self.shm.hlc(), wall))?;
+            .with(|t| kv.insert_new(t, entries, only_if_empty, &self.at(now, wall)))?;
         Ok(WriteOutcome {
             evicted,
-            wake: self.sync,
+            wake: self.shm.sync,
         })
     }
 
@@ -210,10 +217,10 @@ impl Store {
         let kv = self.kv(node_id);
         let evicted = self
             .shm
-            .with(|t| kv.update(t, key, value, expire_ms, now, self.shm.hlc(), wall))?;
+            .with(|t| kv.update(t, key, value, expire_ms, &self.at(now, wall)))?;
         Ok(WriteOutcome {
             evicted,
-            wake: self.sync,
+            wake: self.shm.sync,
         })
     }
 
@@ -234,7 +241,7 @@ impl Store {
             return Err(StoreError::TooLarge);
         }
         let max = self.shm.header().engine.max_record.load(Ordering::Relaxed);
-        if self.sync
+        if self.shm.sync
             && max != 0
             && zone_sync_core::wire::encoded_record_len(key_len, value_len) as u64 > max
         {
@@ -246,10 +253,19 @@ impl Store {
     /// Applies a record received from a peer: newest (hlc, origin) wins.
     /// Returns whether the zone changed.
     pub fn apply(&self, rec: &Record<'_>, now: u64, wall: u64) -> Result<bool, StoreError> {
+        self.shm.with(|t| self.apply_locked(t, rec, now, wall))
+    }
+
+    /// [`Self::apply`] with the zone's lock held.
+    pub fn apply_locked(
+        &self,
+        t: &mut Table<'_>,
+        rec: &Record<'_>,
+        now: u64,
+        wall: u64,
+    ) -> Result<bool, StoreError> {
         let kv = self.kv(crate::node_id());
-        Ok(self
-            .shm
-            .with(|t| kv.apply(t, rec, now, self.shm.hlc(), wall))?)
+        Ok(kv.apply(t, rec, &self.at(now, wall))?)
     }
 
     /// Records evicted so far.

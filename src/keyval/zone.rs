@@ -14,12 +14,12 @@ use nginx_sys::{
 use ngx::{ngx_conf_log_error, ngx_log_error};
 
 use zone_sync_core::table::kv::Kv;
-use zone_sync_core::table::{Rec, Table, TableError};
+use zone_sync_core::table::Table;
 
 use super::store::{ApiWriteError, Store, StoreError};
 use crate::kinds::{ApplyError, Record, SyncZone};
 use crate::ngx_ext::{conf_args, current_msec, str_bytes, wall_ms};
-use crate::shm::zone::ZoneKind;
+use crate::shm::zone::{Applied, Out, Visit, ZoneKind};
 use crate::shm::Shm;
 
 /// The wire kind of keyval zones (docs/PROTOCOL.md).
@@ -422,11 +422,10 @@ pub unsafe fn find(
 unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, old: *mut c_void) -> ngx_int_t {
     let z = &mut *(*shm).data.cast::<KeyvalZone>();
     let name = core::slice::from_raw_parts(z.name.data, z.name.len);
-    match Shm::init(shm, old, "keyval", name) {
+    match Shm::init(shm, old, "keyval", name, z.sync) {
         Some(shm) => {
             z.store = Some(Store {
                 shm,
-                sync: z.sync,
                 timeout: z.timeout,
             });
             NGX_OK as ngx_int_t
@@ -454,50 +453,23 @@ impl ZoneKind for KeyvalZone {
     fn name(&self) -> &[u8] {
         KeyvalZone::name(self)
     }
-    fn synced(&self) -> bool {
-        self.sync
-    }
     fn shm(&self) -> Option<&Shm> {
         self.store().map(|s| &s.shm)
     }
-    fn emit_change(
-        &self,
-        t: &Table<'_>,
-        r: Rec,
-        now: u64,
-        _wall: u64,
-        out: &mut dyn FnMut(&Record<'_>) -> bool,
-    ) -> bool {
-        out(&Kv::record(t, r, now))
+    fn emit_change(&self, v: &Visit<'_, '_>, out: Out<'_>) -> bool {
+        out(&Kv::record(v.t, v.r, v.now))
     }
-    fn emit_snapshot(
-        &self,
-        t: &Table<'_>,
-        r: Rec,
-        _sub: &mut u64,
-        now: u64,
-        _wall: u64,
-        out: &mut dyn FnMut(&Record<'_>) -> bool,
-    ) -> bool {
-        t.is_expired(r, now) || out(&Kv::record(t, r, now))
+    fn emit_snapshot(&self, v: &Visit<'_, '_>, _sub: &mut u64, out: Out<'_>) -> bool {
+        v.t.is_expired(v.r, v.now) || out(&Kv::record(v.t, v.r, v.now))
     }
-    fn apply_locked(
-        &self,
-        shm: &Shm,
-        t: &mut Table<'_>,
-        rec: &Record<'_>,
-        now: u64,
-        wall: u64,
-    ) -> Result<(bool, u64), ApplyError> {
-        let kv = Kv {
-            timeout: self.timeout,
-            sync: self.sync,
-            node: crate::node_id(),
+    fn apply_locked(&self, t: &mut Table<'_>, rec: &Record<'_>, now: u64, wall: u64) -> Applied {
+        let Some(s) = self.store() else {
+            return Err(ApplyError::NoMemory);
         };
-        match kv.apply(t, rec, now, shm.hlc(), wall) {
+        match s.apply_locked(t, rec, now, wall) {
             Ok(changed) => Ok((changed, 0)),
-            Err(TableError::TooLarge) => Err(ApplyError::Invalid),
-            Err(_) => Err(ApplyError::NoMemory),
+            Err(StoreError::TooLarge) => Err(ApplyError::Invalid),
+            Err(StoreError::NoMemory) => Err(ApplyError::NoMemory),
         }
     }
 }

@@ -15,6 +15,7 @@ use zone_sync_core::table::{Rec, Table, TableError, Write};
 use zone_sync_core::wire::limit_req::{LimitReqValue, VALUE_LEN};
 
 use crate::kinds::Record;
+use crate::shm::zone::{Out, Visit};
 use crate::shm::Shm;
 
 /// Stale keys collected per new key (limit_req: "one or two").
@@ -119,8 +120,8 @@ pub enum ApplyError {
 
 /// A zone's keys as seen by one process.
 pub struct Store {
+    /// The zone's table (`shm.sync`: declared with `sync`).
     pub shm: Shm,
-    pub sync: bool,
     /// Thousandths of a request per second.
     pub rate: u64,
 }
@@ -136,7 +137,7 @@ impl Store {
     /// (two clocks each truncated to the millisecond would err by up to
     /// 2 ms per comparison). The table's deadlines are monotonic.
     fn clock(&self, mono: u64, wall: u64) -> u64 {
-        if self.sync {
+        if self.shm.sync {
             wall
         } else {
             mono
@@ -168,7 +169,7 @@ impl Store {
     /// share when `own`, and sets the key's deadline.
     fn store_pool(&self, t: &mut Table<'_>, r: Rec, p: &Pool, own: bool, now: u64, mono: u64) {
         p.encode(t.value_mut(r));
-        let queue = own && self.sync && self.fits(t.key(r).len());
+        let queue = own && self.shm.sync && self.fits(t.key(r).len());
         t.set_expire(r, self.deadline(p, now, mono));
         t.changed(r, p.bucket.own_hlc, queue);
     }
@@ -190,7 +191,11 @@ impl Store {
                     let p = Pool::decode(t.value(r));
                     out.excess = p.level(self.rate, now);
                     // A synced zone tolerates clock granularity (rate::slack).
-                    let slack = if self.sync { rate::slack(self.rate) } else { 0 };
+                    let slack = if self.shm.sync {
+                        rate::slack(self.rate)
+                    } else {
+                        0
+                    };
                     if out.excess > burst.saturating_add(slack) {
                         t.touch(r);
                         out.rc = Rc::Busy;
@@ -220,7 +225,7 @@ impl Store {
             if account {
                 let idle = t.counters().pending == 0;
                 out.excess = self.charge(t, r, now, mono, wall);
-                out.wake = self.sync && idle && t.counters().pending > 0;
+                out.wake = self.shm.sync && idle && t.counters().pending > 0;
                 out.rc = Rc::Ok;
             } else {
                 t.touch(r);
@@ -235,7 +240,7 @@ impl Store {
     fn charge(&self, t: &mut Table<'_>, r: Rec, now: u64, mono: u64, wall: u64) -> u64 {
         let mut p = Pool::decode(t.value(r));
         let excess = rate::charge(&mut p.bucket, &mut p.peers, self.rate, now);
-        if self.sync {
+        if self.shm.sync {
             p.bucket.own_hlc = self.shm.hlc().next(wall);
         }
         self.store_pool(t, r, &p, true, now, mono);
@@ -252,7 +257,7 @@ impl Store {
             let r = t.find(key)?;
             let idle = t.counters().pending == 0;
             let excess = self.charge(t, r, now, mono, wall);
-            Some((excess, self.sync && idle && t.counters().pending > 0))
+            Some((excess, self.shm.sync && idle && t.counters().pending > 0))
         })
     }
 
@@ -383,15 +388,9 @@ impl Store {
     }
 
     /// The record carrying this node's own share of `r`.
-    pub fn own_record<'t>(
-        &self,
-        t: &'t Table<'_>,
-        r: Rec,
-        mono: u64,
-        wall: u64,
-        buf: &'t mut [u8; VALUE_LEN],
-    ) -> Record<'t> {
-        let now = self.clock(mono, wall);
+    pub fn own_record<'t>(&self, v: &Visit<'t, '_>, buf: &'t mut [u8; VALUE_LEN]) -> Record<'t> {
+        let (t, r, wall) = (v.t, v.r, v.wall);
+        let now = self.clock(v.now, wall);
         let p = Pool::decode(t.value(r));
         *buf = LimitReqValue {
             excess_milli: p.bucket.own,
@@ -405,16 +404,9 @@ impl Store {
     /// own and the peers' it knows, by origin, after origin `*sub` (0: from
     /// the start); stops when `out` refuses one (`*sub` then names the last
     /// one sent).
-    pub fn snapshot_record(
-        &self,
-        t: &Table<'_>,
-        r: Rec,
-        sub: &mut u64,
-        mono: u64,
-        wall: u64,
-        out: &mut dyn FnMut(&Record<'_>) -> bool,
-    ) -> bool {
-        let now = self.clock(mono, wall);
+    pub fn snapshot_record(&self, v: &Visit<'_, '_>, sub: &mut u64, out: Out<'_>) -> bool {
+        let (t, r, wall) = (v.t, v.r, v.wall);
+        let now = self.clock(v.now, wall);
         // Keys too long for a sync buffer stay local (never queued).
         if !self.fits(t.key(r).len()) {
             return true;

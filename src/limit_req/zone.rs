@@ -7,13 +7,13 @@ use nginx_sys::{
     ngx_http_complex_value_t, ngx_int_t, ngx_shm_zone_t, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
 };
 use ngx::ngx_log_error;
-use zone_sync_core::table::{Rec, Table};
+use zone_sync_core::table::Table;
 use zone_sync_core::wire::limit_req::VALUE_LEN;
 
 use super::store::{ApplyError as StoreApplyError, Store};
 use crate::kinds::{ApplyError, Record, SyncZone};
 use crate::ngx_ext::str_bytes;
-use crate::shm::zone::ZoneKind;
+use crate::shm::zone::{Applied, Out, Visit, ZoneKind};
 use crate::shm::Shm;
 
 /// The wire kind of limit_req zones (docs/PROTOCOL.md).
@@ -88,13 +88,9 @@ pub unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, old: *mut c_void) -
         }
     }
     let name = core::slice::from_raw_parts((*shm).shm.name.data, (*shm).shm.name.len);
-    match Shm::init(shm, old, "sync_limit_req", name) {
+    match Shm::init(shm, old, "sync_limit_req", name, z.sync) {
         Some(shm) => {
-            z.store = Some(Store {
-                shm,
-                sync: z.sync,
-                rate: z.rate,
-            });
+            z.store = Some(Store { shm, rate: z.rate });
             NGX_OK as ngx_int_t
         }
         None => NGX_ERROR as ngx_int_t,
@@ -120,44 +116,18 @@ impl ZoneKind for LimitZone {
     fn name(&self) -> &[u8] {
         LimitZone::name(self)
     }
-    fn synced(&self) -> bool {
-        self.sync
-    }
     fn shm(&self) -> Option<&Shm> {
         self.store().map(|s| &s.shm)
     }
-    fn emit_change(
-        &self,
-        t: &Table<'_>,
-        r: Rec,
-        now: u64,
-        wall: u64,
-        out: &mut dyn FnMut(&Record<'_>) -> bool,
-    ) -> bool {
+    fn emit_change(&self, v: &Visit<'_, '_>, out: Out<'_>) -> bool {
         let Some(s) = self.store() else { return true };
         let mut buf = [0u8; VALUE_LEN];
-        out(&s.own_record(t, r, now, wall, &mut buf))
+        out(&s.own_record(v, &mut buf))
     }
-    fn emit_snapshot(
-        &self,
-        t: &Table<'_>,
-        r: Rec,
-        sub: &mut u64,
-        now: u64,
-        wall: u64,
-        out: &mut dyn FnMut(&Record<'_>) -> bool,
-    ) -> bool {
-        self.store()
-            .is_none_or(|s| s.snapshot_record(t, r, sub, now, wall, out))
+    fn emit_snapshot(&self, v: &Visit<'_, '_>, sub: &mut u64, out: Out<'_>) -> bool {
+        self.store().is_none_or(|s| s.snapshot_record(v, sub, out))
     }
-    fn apply_locked(
-        &self,
-        _shm: &Shm,
-        t: &mut Table<'_>,
-        rec: &Record<'_>,
-        now: u64,
-        wall: u64,
-    ) -> Result<(bool, u64), ApplyError> {
+    fn apply_locked(&self, t: &mut Table<'_>, rec: &Record<'_>, now: u64, wall: u64) -> Applied {
         let Some(s) = self.store() else {
             return Err(ApplyError::NoMemory);
         };

@@ -76,6 +76,8 @@ pub struct Header {
 pub struct Shm {
     pool: *mut ngx_slab_pool_t,
     hdr: *mut Header,
+    /// Declared with `sync`.
+    pub sync: bool,
     /// "keyval", "sync_limit_req": for messages.
     what: &'static str,
     name: &'static [u8],
@@ -106,6 +108,7 @@ impl Shm {
         old: *mut c_void,
         what: &'static str,
         name: &'static [u8],
+        sync: bool,
     ) -> Option<Shm> {
         let pool = slab_pool(shm);
         if !old.is_null() || (*shm).shm.exists != 0 {
@@ -113,6 +116,7 @@ impl Shm {
             return (!hdr.is_null()).then_some(Shm {
                 pool,
                 hdr,
+                sync,
                 what,
                 name,
             });
@@ -148,6 +152,7 @@ impl Shm {
         Some(Shm {
             pool,
             hdr,
+            sync,
             what,
             name,
         })

@@ -17,6 +17,22 @@ const EXPIRE_PER_TICK: usize = 1000;
 const SAMPLE_BUCKETS: usize = 20;
 const SAMPLE_ROUNDS: usize = 16;
 
+/// A record handed to a kind to send, and the moment (monotonic and wall
+/// ms).
+pub struct Visit<'t, 'a> {
+    pub t: &'t Table<'a>,
+    pub r: Rec,
+    pub now: u64,
+    pub wall: u64,
+}
+
+/// Where a kind hands its wire records; false: no room for this one.
+pub type Out<'o> = &'o mut dyn FnMut(&Record<'_>) -> bool;
+
+/// What applying a received record did: whether the zone changed and how
+/// many records were evicted.
+pub type Applied = Result<(bool, u64), ApplyError>;
+
 /// What a kind of zone supplies: its names, its value layout on the wire
 /// and its merge rule.
 pub trait ZoneKind {
@@ -30,40 +46,16 @@ pub trait ZoneKind {
     const EVICTS: &'static str;
 
     fn name(&self) -> &[u8];
-    fn synced(&self) -> bool;
     /// The zone's table, once initialised.
     fn shm(&self) -> Option<&Shm>;
-    /// Hands `out` the wire record of the local change to `r`.
-    fn emit_change(
-        &self,
-        t: &Table<'_>,
-        r: Rec,
-        now: u64,
-        wall: u64,
-        out: &mut dyn FnMut(&Record<'_>) -> bool,
-    ) -> bool;
-    /// Hands `out` the wire records of `r` for a snapshot, from position
+    /// Hands `out` the wire record of the local change to `v.r`.
+    fn emit_change(&self, v: &Visit<'_, '_>, out: Out<'_>) -> bool;
+    /// Hands `out` the wire records of `v.r` for a snapshot, from position
     /// `sub` on (0: the start; the kind's own meaning otherwise); true when
     /// all went, false (with `sub` updated) when `out` refused one.
-    fn emit_snapshot(
-        &self,
-        t: &Table<'_>,
-        r: Rec,
-        sub: &mut u64,
-        now: u64,
-        wall: u64,
-        out: &mut dyn FnMut(&Record<'_>) -> bool,
-    ) -> bool;
-    /// Applies a received record under the lock: whether the zone changed
-    /// and how many records were evicted.
-    fn apply_locked(
-        &self,
-        shm: &Shm,
-        t: &mut Table<'_>,
-        rec: &Record<'_>,
-        now: u64,
-        wall: u64,
-    ) -> Result<(bool, u64), ApplyError>;
+    fn emit_snapshot(&self, v: &Visit<'_, '_>, sub: &mut u64, out: Out<'_>) -> bool;
+    /// Applies a received record under the lock.
+    fn apply_locked(&self, t: &mut Table<'_>, rec: &Record<'_>, now: u64, wall: u64) -> Applied;
 
     /// Logs evictions, at most once a second per zone.
     fn log_evictions(&self, log: *mut ngx_log_t, evicted: u64, now: u64) {
@@ -93,7 +85,7 @@ impl<K: ZoneKind> SyncZone for K {
         K::KIND_VERSION
     }
     fn synced(&self) -> bool {
-        ZoneKind::synced(self)
+        self.shm().is_some_and(|s| s.sync)
     }
     fn records_total(&self) -> u64 {
         self.shm().map_or(0, |s| s.with(|t| t.counters().live))
@@ -109,7 +101,7 @@ impl<K: ZoneKind> SyncZone for K {
     fn drain_changes(&self, now: u64, out: &mut dyn FnMut(&Record<'_>) -> bool) -> usize {
         let Some(s) = self.shm() else { return 0 };
         let wall = crate::ngx_ext::wall_ms();
-        s.with(|t| t.drain(&mut |t, r| self.emit_change(t, r, now, wall, out)))
+        s.with(|t| t.drain(&mut |t, r| self.emit_change(&Visit { t, r, now, wall }, out)))
     }
     fn snapshot(
         &self,
@@ -123,7 +115,7 @@ impl<K: ZoneKind> SyncZone for K {
         let mut count = 0;
         s.with(|t| {
             t.walk(&mut cursor.table, &mut |t, r, sub| {
-                self.emit_snapshot(t, r, sub, now, wall, &mut |rec| {
+                self.emit_snapshot(&Visit { t, r, now, wall }, sub, &mut |rec| {
                     if count >= max || !out(rec) {
                         return false;
                     }
@@ -137,7 +129,7 @@ impl<K: ZoneKind> SyncZone for K {
         let Some(s) = self.shm() else {
             return Err(ApplyError::NoMemory);
         };
-        let (changed, evicted) = s.with(|t| self.apply_locked(s, t, rec, now, wall))?;
+        let (changed, evicted) = s.with(|t| self.apply_locked(t, rec, now, wall))?;
         if evicted > 0 {
             // SAFETY: ngx_cycle is the running cycle.
             let log = unsafe { (*crate::ngx_ext::cycle()).log };

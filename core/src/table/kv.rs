@@ -29,6 +29,15 @@ use crate::wire::RecordRef;
 /// wins against versions received (see the module doc).
 pub const EARLY_WINDOW_MS: u64 = 60_000;
 
+/// The moment of an operation: monotonic and wall-clock ms, and the
+/// zone's clock.
+#[derive(Clone, Copy)]
+pub struct At<'c> {
+    pub now: u64,
+    pub wall: u64,
+    pub clock: &'c SharedHlc,
+}
+
 /// A keyval zone's parameters.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Kv {
@@ -103,35 +112,25 @@ impl Kv {
     }
 
     /// A local write; `expire_ms` overrides the zone timeout (0 = never).
-    /// Returns how many records were evicted.
-    #[allow(clippy::too_many_arguments)]
+    /// Records changed at or after sequence number `protect` are not
+    /// evicted to make room (`u64::MAX`: any may be). Returns how many
+    /// records were evicted.
     pub fn set(
         &self,
         t: &mut Table<'_>,
         key: &[u8],
         value: &[u8],
         expire_ms: Option<u64>,
-        now: u64,
-        clock: &SharedHlc,
-        wall: u64,
-    ) -> Result<u64, TableError> {
-        self.set_protect(t, key, value, expire_ms, now, clock, wall, u64::MAX)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn set_protect(
-        &self,
-        t: &mut Table<'_>,
-        key: &[u8],
-        value: &[u8],
-        expire_ms: Option<u64>,
-        now: u64,
-        clock: &SharedHlc,
-        wall: u64,
+        at: &At<'_>,
         protect: u64,
     ) -> Result<u64, TableError> {
-        t.expire(now, 4);
-        let w = self.local(t, clock.next(wall), self.deadline(expire_ms, now), false);
+        t.expire(at.now, 4);
+        let w = self.local(
+            t,
+            at.clock.next(at.wall),
+            self.deadline(expire_ms, at.now),
+            false,
+        );
         let (r, evicted) = t.write(key, value.len(), &w, protect, &mut any)?;
         t.value_mut(r).copy_from_slice(value);
         Ok(evicted)
@@ -139,14 +138,8 @@ impl Kv {
 
     /// A local delete: a tombstone in a synced zone, gone otherwise.
     /// Returns whether a live record was there.
-    pub fn delete(
-        &self,
-        t: &mut Table<'_>,
-        key: &[u8],
-        now: u64,
-        clock: &SharedHlc,
-        wall: u64,
-    ) -> bool {
+    pub fn delete(&self, t: &mut Table<'_>, key: &[u8], at: &At<'_>) -> bool {
+        let now = at.now;
         let Some(r) = t.get(key, now) else {
             return false;
         };
@@ -155,7 +148,7 @@ impl Kv {
             return true;
         }
         let expire = self.tombstone_deadline(t, Some(r), now);
-        let w = self.local(t, clock.next(wall), expire, true);
+        let w = self.local(t, at.clock.next(at.wall), expire, true);
         // A tombstone is smaller than the record it replaces, but may
         // still find no room in a full zone: then the record is simply
         // removed (peers keep theirs until they expire it).
@@ -192,10 +185,9 @@ impl Kv {
         t: &mut Table<'_>,
         entries: &[(&[u8], &[u8], Option<u64>)],
         only_if_empty: bool,
-        now: u64,
-        clock: &SharedHlc,
-        wall: u64,
+        at: &At<'_>,
     ) -> Result<u64, ApiWriteError> {
+        let now = at.now;
         t.expire(now, 4);
         if only_if_empty && Self::has_live(t, now) {
             return Err(ApiWriteError::NotEmpty);
@@ -206,7 +198,7 @@ impl Kv {
         let protect = t.counters().seq + 1;
         let mut evicted = 0;
         for (i, &(key, value, expire)) in entries.iter().enumerate() {
-            match self.set_protect(t, key, value, expire, now, clock, wall, protect) {
+            match self.set(t, key, value, expire, at, protect) {
                 Ok(ev) => evicted += ev,
                 Err(e) => {
                     // Undo the batch. A tombstone a batch key replaced is
@@ -227,25 +219,22 @@ impl Kv {
     /// An API `PATCH` of one live key: a new value and/or a new `expire`
     /// (0 = never). A new value without `expire` restarts the zone
     /// timeout, as any write does; `expire` alone keeps the value.
-    #[allow(clippy::too_many_arguments)]
     pub fn update(
         &self,
         t: &mut Table<'_>,
         key: &[u8],
         value: Option<&[u8]>,
         expire_ms: Option<u64>,
-        now: u64,
-        clock: &SharedHlc,
-        wall: u64,
+        at: &At<'_>,
     ) -> Result<u64, ApiWriteError> {
-        let Some(r) = t.get(key, now) else {
+        let Some(r) = t.get(key, at.now) else {
             return Err(ApiWriteError::NotFound);
         };
         let value = match value {
             Some(v) => v.to_vec(),
             None => t.value(r).to_vec(),
         };
-        Ok(self.set(t, key, &value, expire_ms, now, clock, wall)?)
+        Ok(self.set(t, key, &value, expire_ms, at, u64::MAX)?)
     }
 
     /// Applies a record received from a peer: newest `(hlc, origin)` wins.
@@ -254,10 +243,9 @@ impl Kv {
         &self,
         t: &mut Table<'_>,
         rec: &RecordRef<'_>,
-        now: u64,
-        clock: &SharedHlc,
-        wall: u64,
+        at: &At<'_>,
     ) -> Result<bool, TableError> {
+        let At { now, wall, clock } = *at;
         clock.observe(rec.hlc, wall);
         let first = t.first_remote();
         t.note_remote(now);
@@ -273,8 +261,7 @@ impl Kv {
             let m = t.meta(r);
             let window_open = first == 0 || now < first.saturating_add(EARLY_WINDOW_MS);
             let ahead = hlc::wall_of(rec.hlc) > wall;
-            if m.early && m.origin == self.node && ahead && window_open && !t.is_expired(r, now)
-            {
+            if m.early && m.origin == self.node && ahead && window_open && !t.is_expired(r, now) {
                 // Our write made before we could see this version wins:
                 // stamp it again above everything observed, and send it.
                 t.changed(r, clock.next(wall), self.sync);

@@ -751,85 +751,71 @@ impl<'a> Table<'a> {
         if key.len() > MAX_KEY || vlen > MAX_VALUE {
             return Err(TableError::TooLarge);
         }
-        self.begin();
-        let r = self.write_locked(key, vlen, w, protect, may_evict);
-        self.end();
-        r
-    }
-
-    fn write_locked(
-        &mut self,
-        key: &[u8],
-        vlen: usize,
-        w: &Write,
-        protect: u64,
-        may_evict: &mut dyn FnMut(&Table<'_>, Rec) -> bool,
-    ) -> Result<(Rec, u64), TableError> {
-        let origin = self
-            .origin_index(w.origin)
-            .ok_or(TableError::TooManyOrigins)?;
-        let old = self.find(key);
-        let mut evicted = 0;
-        let r = match old {
-            Some(r) if self.vlen(r) == vlen => {
-                self.uncount(r);
-                r
-            }
-            _ => {
-                // Keep the old record out of the eviction candidates.
-                if let Some(o) = old {
-                    self.list_unlink(o);
+        self.mutate(|t| {
+            let origin = t.origin_index(w.origin).ok_or(TableError::TooManyOrigins)?;
+            let old = t.find(key);
+            let mut evicted = 0;
+            let r = match old {
+                Some(r) if t.vlen(r) == vlen => {
+                    t.uncount(r);
+                    r
                 }
-                let size = rec::size(key.len(), vlen);
-                let (blk, ev) = self.alloc_evicting(size, protect, may_evict);
-                evicted = ev;
-                let Some(blk) = blk else {
+                _ => {
+                    // Keep the old record out of the eviction candidates.
                     if let Some(o) = old {
-                        self.list_push_head_keep_seq(o);
+                        t.list_unlink(o);
                     }
-                    return Err(TableError::NoMemory);
-                };
-                let r = Rec(blk);
-                let o = r.0 as usize;
-                self.a[o..o + rec::HEADER].fill(0);
-                self.w32(o, rec::USED_BIT | vlen as u32);
-                self.w64(o + rec::SEQ, (key.len() as u64) << 48);
-                self.a[o + rec::HEADER..o + rec::HEADER + key.len()].copy_from_slice(key);
-                if let Some(old) = old {
-                    let (ob, nb) = (old.0 as usize + rec::HEADER + key.len(), o + rec::HEADER);
-                    let keep = self.vlen(old).min(vlen);
-                    self.a.copy_within(ob..ob + keep, nb + key.len());
-                    self.uncount(old);
-                    self.index_remove(old);
-                    self.free_block(old);
+                    let size = rec::size(key.len(), vlen);
+                    let (blk, ev) = t.alloc_evicting(size, protect, may_evict);
+                    evicted = ev;
+                    let Some(blk) = blk else {
+                        if let Some(o) = old {
+                            t.list_push_head_keep_seq(o);
+                        }
+                        return Err(TableError::NoMemory);
+                    };
+                    let r = Rec(blk);
+                    let o = r.0 as usize;
+                    t.a[o..o + rec::HEADER].fill(0);
+                    t.w32(o, rec::USED_BIT | vlen as u32);
+                    t.w64(o + rec::SEQ, (key.len() as u64) << 48);
+                    t.a[o + rec::HEADER..o + rec::HEADER + key.len()].copy_from_slice(key);
+                    if let Some(old) = old {
+                        let (ob, nb) = (old.0 as usize + rec::HEADER + key.len(), o + rec::HEADER);
+                        let keep = t.vlen(old).min(vlen);
+                        t.a.copy_within(ob..ob + keep, nb + key.len());
+                        t.uncount(old);
+                        t.index_remove(old);
+                        t.free_block(old);
+                    }
+                    t.index_insert(r);
+                    t.list_push_head(r);
+                    r
                 }
-                self.index_insert(r);
-                self.list_push_head(r);
-                r
+            };
+            let mut f = rec::USED;
+            if w.tombstone {
+                f |= rec::TOMB;
+                t.add64(H_TOMBS, 1);
+            } else {
+                t.add64(H_LIVE, 1);
             }
-        };
-        let mut f = rec::USED;
-        if w.tombstone {
-            f |= rec::TOMB;
-            self.add64(H_TOMBS, 1);
-        } else {
-            self.add64(H_LIVE, 1);
-        }
-        if w.queue {
-            f |= rec::PENDING;
-            self.add64(H_PENDING, 1);
-        }
-        if w.early {
-            f |= rec::EARLY;
-        }
-        self.set_flags(r, f);
-        self.w64(r.0 as usize + rec::HLC, w.hlc);
-        self.w64(
-            r.0 as usize + rec::EXPIRE,
-            w.expire.min(MAX_EXPIRE) | u64::from(origin) << 48,
-        );
-        self.bump(r);
-        Ok((r, evicted))
+            if w.queue {
+                f |= rec::PENDING;
+                t.add64(H_PENDING, 1);
+            }
+            if w.early {
+                f |= rec::EARLY;
+            }
+            t.set_flags(r, f);
+            t.w64(r.0 as usize + rec::HLC, w.hlc);
+            t.w64(
+                r.0 as usize + rec::EXPIRE,
+                w.expire.min(MAX_EXPIRE) | u64::from(origin) << 48,
+            );
+            t.bump(r);
+            Ok((r, evicted))
+        })
     }
 
     /// Re-links a record at the head after a failed reallocation, keeping
@@ -952,6 +938,21 @@ impl<'a> Table<'a> {
 
     // ---- draining local changes ----------------------------------------
 
+    /// The oldest record changed after sequence number `seq` (found from
+    /// the head: the cost is the number of changes since).
+    fn first_after(&self, seq: u64) -> Option<Rec> {
+        let mut first = None;
+        let mut r = self.newest();
+        while let Some(x) = r {
+            if self.seq_of(x) <= seq {
+                break;
+            }
+            first = Some(x);
+            r = self.older(x);
+        }
+        first
+    }
+
     /// Hands the queued local changes to `out`, oldest first, until it
     /// refuses one; each one handed over is no longer queued. Returns how
     /// many went.
@@ -962,19 +963,9 @@ impl<'a> Table<'a> {
             self.w64(H_DRAINED, seq);
             return 0;
         }
-        // The oldest record changed since the last drain.
-        let mut first = None;
-        let mut r = self.newest();
-        while let Some(x) = r {
-            if self.seq_of(x) <= drained {
-                break;
-            }
-            first = Some(x);
-            r = self.older(x);
-        }
         let mut sent = 0;
         let mut last = drained;
-        let mut r = first;
+        let mut r = self.first_after(drained);
         while let Some(x) = r {
             if self.flags(x) & rec::PENDING != 0 {
                 if !out(self, x) {
@@ -999,17 +990,8 @@ impl<'a> Table<'a> {
     /// since are gone; deletes are there as tombstones). Returns the
     /// sequence number to resume after.
     pub fn changes_since(&self, after: u64, out: &mut dyn FnMut(Rec) -> bool) -> u64 {
-        let mut first = None;
-        let mut r = self.newest();
-        while let Some(x) = r {
-            if self.seq_of(x) <= after {
-                break;
-            }
-            first = Some(x);
-            r = self.older(x);
-        }
         let mut pos = after;
-        let mut r = first;
+        let mut r = self.first_after(after);
         while let Some(x) = r {
             if !out(x) {
                 break;

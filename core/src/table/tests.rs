@@ -2,7 +2,7 @@ use std::collections::HashMap;
 
 use proptest::prelude::*;
 
-use super::kv::{ApiWriteError, Kv, EARLY_WINDOW_MS};
+use super::kv::{ApiWriteError, At, Kv, EARLY_WINDOW_MS};
 use super::*;
 use crate::hlc::{self, SharedHlc};
 use crate::wire::RecordRef;
@@ -26,6 +26,22 @@ fn put(t: &mut Table<'_>, key: &[u8], value: &[u8], seq_hlc: u64, expire: u64) -
     let (r, ev) = t.write(key, value.len(), &w, u64::MAX, &mut every).unwrap();
     t.value_mut(r).copy_from_slice(value);
     ev
+}
+
+fn at(now: u64, clock: &SharedHlc) -> At<'_> {
+    At {
+        now,
+        wall: WALL,
+        clock,
+    }
+}
+
+fn kv(timeout: u64, sync: bool) -> Kv {
+    Kv {
+        timeout,
+        sync,
+        node: NODE,
+    }
 }
 
 fn get(t: &Table<'_>, key: &[u8], now: u64) -> Option<Vec<u8>> {
@@ -57,30 +73,27 @@ fn insert_overwrite_delete() {
 fn tombstones_shadow_older_versions() {
     let mut a = vec![0u8; 64 * 1024];
     let mut t = Table::format(&mut a, 1).unwrap();
-    let kv = Kv {
-        timeout: 0,
-        sync: true,
-        node: NODE,
-    };
+    let kv = kv(0, true);
     let clock = SharedHlc::default();
     t.note_remote(0);
-    kv.set(&mut t, b"k", b"v", None, 10, &clock, WALL).unwrap();
+    kv.set(&mut t, b"k", b"v", None, &at(10, &clock), u64::MAX)
+        .unwrap();
     let old = t.meta(t.find(b"k").unwrap()).hlc;
-    assert!(kv.delete(&mut t, b"k", 10, &clock, WALL));
+    assert!(kv.delete(&mut t, b"k", &at(10, &clock)));
     assert_eq!(get(&t, b"k", 10), None);
     let c = t.counters();
     assert_eq!((c.live, c.tombstones), (0, 1));
     // the old version arriving late loses to the tombstone
     let late = RecordRef::put(b"k", b"v", old, PEER, 0);
-    assert!(!kv.apply(&mut t, &late, 20, &clock, WALL).unwrap());
+    assert!(!kv.apply(&mut t, &late, &at(20, &clock)).unwrap());
     assert_eq!(get(&t, b"k", 20), None);
     // a newer one wins
     let newer = RecordRef::put(b"k", b"w", clock.load() + 1, PEER, 0);
-    assert!(kv.apply(&mut t, &newer, 30, &clock, WALL).unwrap());
+    assert!(kv.apply(&mut t, &newer, &at(30, &clock)).unwrap());
     assert_eq!(get(&t, b"k", 30).as_deref(), Some(&b"w"[..]));
     // unsynced zones do not keep tombstones
     let kv = Kv { sync: false, ..kv };
-    assert!(kv.delete(&mut t, b"k", 40, &clock, WALL));
+    assert!(kv.delete(&mut t, b"k", &at(40, &clock)));
     assert_eq!(t.counters().tombstones, 0);
     t.check().unwrap();
 }
@@ -91,17 +104,13 @@ fn tombstones_shadow_older_versions() {
 fn tombstone_outlives_the_record_it_deletes() {
     let mut a = vec![0u8; 64 * 1024];
     let mut t = Table::format(&mut a, 1).unwrap();
-    let kv = Kv {
-        timeout: 1000,
-        sync: true,
-        node: NODE,
-    };
+    let kv = kv(1000, true);
     let clock = SharedHlc::default();
     // An API write that never expires, in a zone with timeout=1s.
-    kv.set(&mut t, b"k", b"v", Some(0), 0, &clock, WALL)
+    kv.set(&mut t, b"k", b"v", Some(0), &at(0, &clock), u64::MAX)
         .unwrap();
     let v1 = t.meta(t.find(b"k").unwrap()).hlc;
-    assert!(kv.delete(&mut t, b"k", 100, &clock, WALL));
+    assert!(kv.delete(&mut t, b"k", &at(100, &clock)));
     // Long after the zone timeout, the tombstone is still there...
     let later = 3_600_000;
     t.expire(later, 100);
@@ -110,12 +119,12 @@ fn tombstone_outlives_the_record_it_deletes() {
     // ...so the deleted version arriving from a peer that missed the
     // delete does not come back.
     let late = RecordRef::put(b"k", b"v", v1, NODE, 0);
-    assert!(!kv.apply(&mut t, &late, later, &clock, WALL).unwrap());
+    assert!(!kv.apply(&mut t, &late, &at(later, &clock)).unwrap());
     assert_eq!(get(&t, b"k", later), None);
     // A longer expire than the timeout: the tombstone lasts as long.
-    kv.set(&mut t, b"e", b"v", Some(50_000), 0, &clock, WALL)
+    kv.set(&mut t, b"e", b"v", Some(50_000), &at(0, &clock), u64::MAX)
         .unwrap();
-    assert!(kv.delete(&mut t, b"e", 10, &clock, WALL));
+    assert!(kv.delete(&mut t, b"e", &at(10, &clock)));
     let r = t.find(b"e").unwrap();
     assert!(t.meta(r).expire >= 50_000);
 
@@ -123,17 +132,17 @@ fn tombstone_outlives_the_record_it_deletes() {
     // tombstones alike.
     let h = clock.load() + 10;
     let rec = RecordRef::put(b"r", b"v", h, PEER, 0);
-    assert!(kv.apply(&mut t, &rec, 0, &clock, WALL).unwrap());
+    assert!(kv.apply(&mut t, &rec, &at(0, &clock)).unwrap());
     assert_eq!(t.meta(t.find(b"r").unwrap()).expire, 0);
     let tomb = RecordRef::tombstone(b"r", h + 1, PEER, 0);
-    assert!(kv.apply(&mut t, &tomb, 0, &clock, WALL).unwrap());
+    assert!(kv.apply(&mut t, &tomb, &at(0, &clock)).unwrap());
     assert_eq!(t.meta(t.find(b"r").unwrap()).expire, 0);
     // A received tombstone with a short lifetime still outlives the
     // never-expiring record it replaces.
     let rec = RecordRef::put(b"s", b"v", h + 2, PEER, 0);
-    kv.apply(&mut t, &rec, 0, &clock, WALL).unwrap();
+    kv.apply(&mut t, &rec, &at(0, &clock)).unwrap();
     let tomb = RecordRef::tombstone(b"s", h + 3, PEER, 500);
-    kv.apply(&mut t, &tomb, 0, &clock, WALL).unwrap();
+    kv.apply(&mut t, &tomb, &at(0, &clock)).unwrap();
     assert_eq!(t.meta(t.find(b"s").unwrap()).expire, 0);
     t.check().unwrap();
 }
@@ -145,14 +154,10 @@ fn tombstone_outlives_the_record_it_deletes() {
 fn early_local_writes_stay_above_a_snapshot() {
     let mut a = vec![0u8; 64 * 1024];
     let mut t = Table::format(&mut a, 1).unwrap();
-    let kv = Kv {
-        timeout: 0,
-        sync: true,
-        node: NODE,
-    };
+    let kv = kv(0, true);
     // Restarted: the clock starts at our wall clock.
     let clock = SharedHlc::default();
-    kv.set(&mut t, b"k", b"mine", None, 0, &clock, WALL)
+    kv.set(&mut t, b"k", b"mine", None, &at(0, &clock), u64::MAX)
         .unwrap();
     let mine = t.meta(t.find(b"k").unwrap()).hlc;
     // The peer's clock ran ten minutes ahead; its snapshot holds an old
@@ -160,7 +165,7 @@ fn early_local_writes_stay_above_a_snapshot() {
     let ahead = hlc::from_wall(WALL + 600_000);
     assert!(ahead > mine);
     let old = RecordRef::put(b"k", b"old", ahead, PEER, 0);
-    assert!(!kv.apply(&mut t, &old, 5, &clock, WALL).unwrap());
+    assert!(!kv.apply(&mut t, &old, &at(5, &clock)).unwrap());
     let r = t.find(b"k").unwrap();
     assert_eq!(t.value(r), b"mine");
     let m = t.meta(r);
@@ -169,22 +174,22 @@ fn early_local_writes_stay_above_a_snapshot() {
     assert!(!m.early);
     // Writes after the zone heard from a peer are ordinary: a newer
     // version wins.
-    kv.set(&mut t, b"j", b"mine", None, 10, &clock, WALL)
+    kv.set(&mut t, b"j", b"mine", None, &at(10, &clock), u64::MAX)
         .unwrap();
     let newer = RecordRef::put(b"j", b"theirs", clock.load() + 1, PEER, 0);
-    assert!(kv.apply(&mut t, &newer, 11, &clock, WALL).unwrap());
+    assert!(kv.apply(&mut t, &newer, &at(11, &clock)).unwrap());
     assert_eq!(get(&t, b"j", 11).as_deref(), Some(&b"theirs"[..]));
     // And the window closes.
     let mut b = vec![0u8; 64 * 1024];
     let mut t = Table::format(&mut b, 1).unwrap();
     let clock = SharedHlc::default();
-    kv.set(&mut t, b"k", b"mine", None, 0, &clock, WALL)
+    kv.set(&mut t, b"k", b"mine", None, &at(0, &clock), u64::MAX)
         .unwrap();
     let other = RecordRef::put(b"x", b"y", clock.load(), PEER, 0);
-    kv.apply(&mut t, &other, 1, &clock, WALL).unwrap();
+    kv.apply(&mut t, &other, &at(1, &clock)).unwrap();
     let late = RecordRef::put(b"k", b"theirs", hlc::from_wall(WALL + 600_000), PEER, 0);
     assert!(kv
-        .apply(&mut t, &late, 2 + EARLY_WINDOW_MS, &clock, WALL)
+        .apply(&mut t, &late, &at(2 + EARLY_WINDOW_MS, &clock))
         .unwrap());
 }
 
@@ -424,16 +429,12 @@ fn recovery_after_a_crash_mid_mutation() {
 fn api_batch_is_all_or_nothing() {
     let mut a = vec![0u8; 64 * 1024];
     let mut t = Table::format(&mut a, 1).unwrap();
-    let kv = Kv {
-        timeout: 0,
-        sync: false,
-        node: NODE,
-    };
+    let kv = kv(0, false);
     let clock = SharedHlc::default();
-    kv.insert_new(&mut t, &[(b"a", b"1", None)], false, 0, &clock, WALL)
+    kv.insert_new(&mut t, &[(b"a", b"1", None)], false, &at(0, &clock))
         .unwrap();
     assert_eq!(
-        kv.insert_new(&mut t, &[(b"a", b"1", None)], false, 0, &clock, WALL),
+        kv.insert_new(&mut t, &[(b"a", b"1", None)], false, &at(0, &clock)),
         Err(ApiWriteError::Exists)
     );
     assert_eq!(
@@ -441,17 +442,15 @@ fn api_batch_is_all_or_nothing() {
             &mut t,
             &[(b"b", b"1", None), (b"c", b"1", None)],
             true,
-            0,
-            &clock,
-            WALL
+            &at(0, &clock)
         ),
         Err(ApiWriteError::NotEmpty)
     );
     assert_eq!(
-        kv.update(&mut t, b"zz", None, Some(5), 0, &clock, WALL),
+        kv.update(&mut t, b"zz", None, Some(5), &at(0, &clock)),
         Err(ApiWriteError::NotFound)
     );
-    kv.update(&mut t, b"a", None, Some(5), 0, &clock, WALL)
+    kv.update(&mut t, b"a", None, Some(5), &at(0, &clock))
         .unwrap();
     assert_eq!(get(&t, b"a", 4).as_deref(), Some(&b"1"[..]));
     assert_eq!(get(&t, b"a", 5), None);
