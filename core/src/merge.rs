@@ -5,13 +5,11 @@
 //! made it.  Versions are totally ordered by `(hlc, origin)`; the greater
 //! one wins, everywhere, whatever the order in which a node learns of them.
 //! Applying the same version twice changes nothing.  Deletes are versions
-//! too (tombstones), kept for [`tombstone_ttl_ms`] so that an older write
+//! too (tombstones), kept for [`tombstone_ttl_ms`] (and as long as the
+//! record they replace would have lived) so that an older write
 //! arriving late cannot resurrect the record.
 
 use crate::hlc;
-
-/// Tombstone lifetime (ms) for a zone without `timeout=`: one hour.
-pub const DEFAULT_TOMBSTONE_TTL_MS: u64 = 3_600_000;
 
 /// The version of one record: newest `hlc` wins, `origin` breaks ties.
 ///
@@ -69,15 +67,13 @@ pub fn decide_at(existing: Option<Version>, incoming: Version, wall_ms: u64) -> 
     }
 }
 
-/// How long (ms) a tombstone is kept: the zone's `timeout=` if it has one
-/// (a record would have expired by then anyway), else
-/// [`DEFAULT_TOMBSTONE_TTL_MS`].
+/// How long (ms) a tombstone is kept at least: the zone's `timeout=` (a
+/// record it deletes would have expired by then, unless it had a longer
+/// `expire` of its own, which the tombstone then takes); None, for ever,
+/// in a zone without `timeout=`, whose records never expire.
 #[inline]
-pub fn tombstone_ttl_ms(zone_timeout_ms: Option<u64>) -> u64 {
-    match zone_timeout_ms {
-        Some(t) if t > 0 => t,
-        _ => DEFAULT_TOMBSTONE_TTL_MS,
-    }
+pub fn tombstone_ttl_ms(zone_timeout_ms: Option<u64>) -> Option<u64> {
+    zone_timeout_ms.filter(|&t| t > 0)
 }
 
 #[cfg(test)]
@@ -124,9 +120,9 @@ mod tests {
 
     #[test]
     fn tombstone_lifetime() {
-        assert_eq!(tombstone_ttl_ms(None), DEFAULT_TOMBSTONE_TTL_MS);
-        assert_eq!(tombstone_ttl_ms(Some(0)), DEFAULT_TOMBSTONE_TTL_MS);
-        assert_eq!(tombstone_ttl_ms(Some(5000)), 5000);
+        assert_eq!(tombstone_ttl_ms(None), None);
+        assert_eq!(tombstone_ttl_ms(Some(0)), None);
+        assert_eq!(tombstone_ttl_ms(Some(5000)), Some(5000));
     }
 
     fn converge(order: &[Version]) -> Option<Version> {

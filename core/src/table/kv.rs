@@ -89,11 +89,7 @@ impl Kv {
 
     /// The deadline of a tombstone replacing `old` at `now`.
     fn tombstone_deadline(&self, t: &Table<'_>, old: Option<Rec>, now: u64) -> u64 {
-        let own = if self.timeout == 0 {
-            0
-        } else {
-            now.saturating_add(merge::tombstone_ttl_ms(Some(self.timeout)))
-        };
+        let own = merge::tombstone_ttl_ms(Some(self.timeout)).map_or(0, |t| now.saturating_add(t));
         match old {
             Some(r) if !t.is_expired(r, now) => later(own, t.meta(r).expire),
             _ => own,

@@ -521,3 +521,85 @@ proptest! {
         }
     }
 }
+
+/// Timings of the table's hot paths at a million records of a 32-byte key
+/// and a 64-byte value (`cargo test --release -p zone-sync-core --
+/// --ignored speed --nocapture`): local writes, received records applied,
+/// lookups of random keys, a snapshot walk, an idle housekeeping tick.
+#[test]
+#[ignore]
+fn speed() {
+    use std::time::Instant;
+    const N: u64 = 1_000_000;
+    let mut a = vec![0u8; 160 << 20];
+    let mut t = Table::format(&mut a, 42).unwrap();
+    let kv = kv(3_600_000, true);
+    let clock = SharedHlc::default();
+    let keys: Vec<String> = (0..N)
+        .map(|n| format!("{:032}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 3))
+        .collect();
+    let value = [7u8; 64];
+    let s = Instant::now();
+    for (i, k) in keys.iter().enumerate() {
+        kv.set(
+            &mut t,
+            k.as_bytes(),
+            &value,
+            None,
+            &at(i as u64, &clock),
+            u64::MAX,
+        )
+        .unwrap();
+    }
+    let write = s.elapsed();
+    let mut b = vec![0u8; 160 << 20];
+    let mut u = Table::format(&mut b, 43).unwrap();
+    let peer = SharedHlc::default();
+    let s = Instant::now();
+    for (i, k) in keys.iter().enumerate() {
+        let rec = RecordRef::put(
+            k.as_bytes(),
+            &value,
+            hlc::from_wall(WALL) + i as u64,
+            PEER,
+            0,
+        );
+        kv.apply(&mut u, &rec, &at(0, &peer)).unwrap();
+    }
+    let apply = s.elapsed();
+    let mut x = 1u64;
+    let s = Instant::now();
+    let mut found = 0;
+    for _ in 0..N {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if t.get(keys[(x % N) as usize].as_bytes(), 0).is_some() {
+            found += 1;
+        }
+    }
+    let lookup = s.elapsed();
+    assert_eq!(found, N);
+    let s = Instant::now();
+    let mut cursor = Cursor::default();
+    let mut n = 0;
+    while !t.walk(&mut cursor, &mut |t, r, _| {
+        n += 1;
+        n % 1000 != 0 || t.key(r).is_empty()
+    }) {}
+    let walk = s.elapsed();
+    let s = Instant::now();
+    t.expire(1_000_000, 1000);
+    t.sample_expire(1_000_000, 20, 16);
+    let tick = s.elapsed();
+    println!(
+        "1M records: write {:?} ({:.0} ns each), apply {:?} ({:.0} ns), random lookup {:.0} ns, snapshot walk {:?}, idle tick {:?}",
+        write,
+        write.as_nanos() as f64 / N as f64,
+        apply,
+        apply.as_nanos() as f64 / N as f64,
+        lookup.as_nanos() as f64 / N as f64,
+        walk,
+        tick
+    );
+}
