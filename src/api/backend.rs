@@ -129,8 +129,8 @@ impl Backend for NodeBackend {
     ) -> Result<(), BackendError> {
         let z = self.zone(ns, zone)?;
         if let Some(store) = z.store() {
-            // `visit` only appends to a response buffer: it cannot reach the
-            // store, whose lock is held meanwhile.
+            // Records are copied out a batch at a time; `visit` encodes them
+            // with the zone's lock released.
             store.for_each(current_msec(), |k, v, _| visit(k, v));
         }
         Ok(())

@@ -15,7 +15,9 @@ pub mod zone;
 use core::ffi::c_void;
 use core::ptr;
 
-use nginx_sys::{ngx_cycle_t, ngx_list_part_t, ngx_shm_zone_t, ngx_slab_pool_t, NGX_LOG_ALERT};
+use nginx_sys::{
+    ngx_cycle_t, ngx_list_part_t, ngx_shm_zone_t, ngx_slab_pool_t, NGX_LOG_ALERT, NGX_LOG_EMERG,
+};
 use ngx::ngx_log_error;
 use zone_sync_core::hlc::SharedHlc;
 use zone_sync_core::table::Table;
@@ -60,9 +62,13 @@ impl Drop for SlabLock {
     }
 }
 
+/// Marks a [`Header`] of this layout ("zstable1").
+const HEADER_MAGIC: u64 = 0x7a73_7461_626c_6531;
+
 /// The zone header, at `pool->data`.
 #[repr(C)]
 pub struct Header {
+    magic: u64,
     /// This node's hybrid logical clock for the zone.
     pub hlc: SharedHlc,
     /// Figures the sync engine publishes for the zone.
@@ -113,7 +119,19 @@ impl Shm {
         let pool = slab_pool(shm);
         if !old.is_null() || (*shm).shm.exists != 0 {
             let hdr: *mut Header = (*pool).data.cast();
-            return (!hdr.is_null()).then_some(Shm {
+            if hdr.is_null() || (*hdr).magic != HEADER_MAGIC {
+                // A zone of the same name and size from another version
+                // of the module: its layout is not ours.
+                ngx_log_error!(
+                    NGX_LOG_EMERG,
+                    (*shm).shm.log,
+                    "{} zone \"{}\" was created by another version of the module: change its size to start it afresh",
+                    what,
+                    String::from_utf8_lossy(name)
+                );
+                return None;
+            }
+            return Some(Shm {
                 pool,
                 hdr,
                 sync,
@@ -138,6 +156,7 @@ impl Shm {
         (*pool).log_ctx = ctx;
         (*pool).set_log_nomem(0);
         hdr.write(Header {
+            magic: HEADER_MAGIC,
             hlc: SharedHlc::new(0),
             engine: EngineShared::default(),
             arena_off: arena as usize - pool as usize,
@@ -181,11 +200,25 @@ impl Shm {
             let h = &*self.hdr;
             core::slice::from_raw_parts_mut(self.pool.cast::<u8>().add(h.arena_off), h.arena_len)
         };
-        let mut t = Table::open(arena).expect("zone_sync: table of an initialised zone");
+        // SAFETY: ngx_cycle is the running cycle.
+        let log = unsafe { (*crate::ngx_ext::cycle()).log };
+        if Table::open(arena).is_none() {
+            // Only a stray write can get here; never crash on it.
+            ngx_log_error!(
+                NGX_LOG_ALERT,
+                log,
+                "zone_sync: {} zone \"{}\" was corrupt: cleared",
+                self.what,
+                String::from_utf8_lossy(self.name)
+            );
+            Table::format(arena, random_seed());
+        }
+        let mut t = match Table::open(arena) {
+            Some(t) => t,
+            None => unreachable!("formatted above"),
+        };
         if t.needs_recovery() {
             let r = t.recover();
-            // SAFETY: ngx_cycle is the running cycle.
-            let log = unsafe { (*crate::ngx_ext::cycle()).log };
             ngx_log_error!(
                 NGX_LOG_ALERT,
                 log,
