@@ -81,6 +81,12 @@ impl Pool {
         }
     }
 
+    fn encoded(&self) -> Vec<u8> {
+        let mut v = vec![0; self.len()];
+        self.encode(&mut v);
+        v
+    }
+
     fn level(&self, rate: u64, now: u64) -> u64 {
         rate::level(&self.bucket, &self.peers, rate, now)
     }
@@ -212,10 +218,9 @@ impl Store {
                         expire: self.deadline(&p, now, mono),
                         ..Write::default()
                     };
-                    match t.write(key, p.len(), &w, u64::MAX, &mut every) {
+                    match t.write(key, &p.encoded(), &w, u64::MAX, &mut every) {
                         Ok((r, evicted)) => {
                             out.evicted = evicted;
-                            p.encode(t.value_mut(r));
                             r
                         }
                         Err(_) => return out,
@@ -342,9 +347,8 @@ impl Store {
                     queue: pending,
                     ..Write::default()
                 };
-                match t.write(rec.key, p.len(), &w, u64::MAX, &mut every) {
+                match t.write(rec.key, &p.encoded(), &w, u64::MAX, &mut every) {
                     Ok((r, evicted)) => {
-                        p.encode(t.value_mut(r));
                         t.set_expire(r, self.deadline(&p, now, mono));
                         return Ok((true, evicted));
                     }

@@ -127,9 +127,7 @@ impl Kv {
             self.deadline(expire_ms, at.now),
             false,
         );
-        let (r, evicted) = t.write(key, value.len(), &w, protect, &mut any)?;
-        t.value_mut(r).copy_from_slice(value);
-        Ok(evicted)
+        Ok(t.write(key, value, &w, protect, &mut any)?.1)
     }
 
     /// A local delete: a tombstone in a synced zone, gone otherwise.
@@ -148,7 +146,7 @@ impl Kv {
         // A tombstone is smaller than the record it replaces, but may
         // still find no room in a full zone: then the record is simply
         // removed (peers keep theirs until they expire it).
-        if t.write(key, 0, &w, u64::MAX, &mut any).is_err() {
+        if t.write(key, b"", &w, u64::MAX, &mut any).is_err() {
             if let Some(r) = t.find(key) {
                 t.remove(r);
             }
@@ -287,8 +285,7 @@ impl Kv {
             early: false,
         };
         t.expire(now, 2);
-        let (r, _) = t.write(rec.key, value.len(), &w, u64::MAX, &mut any)?;
-        t.value_mut(r).copy_from_slice(value);
+        t.write(rec.key, value, &w, u64::MAX, &mut any)?;
         Ok(true)
     }
 

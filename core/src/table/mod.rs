@@ -735,19 +735,24 @@ impl<'a> Table<'a> {
 
     // ---- writes ----------------------------------------------------------
 
-    /// Stores `key` with a value of `vlen` bytes (left for the caller to
-    /// fill through [`Table::value_mut`]; an existing record of the same
-    /// size keeps its bytes) and `w`'s metadata; the record gets the next
-    /// sequence number. Evicts as [`Table::alloc_evicting`] when full.
+    /// Stores `value` under `key` with `w`'s metadata; the record gets the
+    /// next sequence number. Evicts as [`Table::alloc_evicting`] when full.
     /// Returns the record and how many records were evicted.
+    ///
+    /// A record of another size is written whole into a new block before
+    /// the old one is freed, and gets its sequence number last: a process
+    /// dying in the middle leaves either the old record or both, never a
+    /// half-written one that [`Table::recover`] would keep.
+    #[inline(never)]
     pub fn write(
         &mut self,
         key: &[u8],
-        vlen: usize,
+        value: &[u8],
         w: &Write,
         protect: u64,
         may_evict: &mut dyn FnMut(&Table<'_>, Rec) -> bool,
     ) -> Result<(Rec, u64), TableError> {
+        let vlen = value.len();
         if key.len() > MAX_KEY || vlen > MAX_VALUE {
             return Err(TableError::TooLarge);
         }
@@ -755,10 +760,10 @@ impl<'a> Table<'a> {
             let origin = t.origin_index(w.origin).ok_or(TableError::TooManyOrigins)?;
             let old = t.find(key);
             let mut evicted = 0;
-            let r = match old {
+            let (r, replaced) = match old {
                 Some(r) if t.vlen(r) == vlen => {
                     t.uncount(r);
-                    r
+                    (r, None)
                 }
                 _ => {
                     // Keep the old record out of the eviction candidates.
@@ -780,17 +785,12 @@ impl<'a> Table<'a> {
                     t.w32(o, rec::USED_BIT | vlen as u32);
                     t.w64(o + rec::SEQ, (key.len() as u64) << 48);
                     t.a[o + rec::HEADER..o + rec::HEADER + key.len()].copy_from_slice(key);
-                    if let Some(old) = old {
-                        let (ob, nb) = (old.0 as usize + rec::HEADER + key.len(), o + rec::HEADER);
-                        let keep = t.vlen(old).min(vlen);
-                        t.a.copy_within(ob..ob + keep, nb + key.len());
-                        t.uncount(old);
-                        t.index_remove(old);
-                        t.free_block(old);
+                    if let Some(o) = old {
+                        t.index_remove(o);
                     }
                     t.index_insert(r);
                     t.list_push_head(r);
-                    r
+                    (r, old)
                 }
             };
             let mut f = rec::USED;
@@ -813,7 +813,12 @@ impl<'a> Table<'a> {
                 r.0 as usize + rec::EXPIRE,
                 w.expire.min(MAX_EXPIRE) | u64::from(origin) << 48,
             );
+            t.value_mut(r).copy_from_slice(value);
             t.bump(r);
+            if let Some(o) = replaced {
+                t.uncount(o);
+                t.free_block(o);
+            }
             Ok((r, evicted))
         })
     }
@@ -1085,7 +1090,8 @@ impl<'a> Table<'a> {
                 let w = self.r32(o);
                 let r = Rec(o as u32);
                 let origin = (self.r64(o + rec::EXPIRE) >> 48) as usize;
-                if w & rec::USED_BIT != 0 && origin < norig.max(1) {
+                // A record without a sequence number was being written.
+                if w & rec::USED_BIT != 0 && origin < norig.max(1) && self.seq_of(r) != 0 {
                     recs.push((self.seq_of(r), o as u32));
                 } else {
                     if w & rec::USED_BIT != 0 {

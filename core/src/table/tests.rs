@@ -23,9 +23,7 @@ fn put(t: &mut Table<'_>, key: &[u8], value: &[u8], seq_hlc: u64, expire: u64) -
         queue: true,
         ..Write::default()
     };
-    let (r, ev) = t.write(key, value.len(), &w, u64::MAX, &mut every).unwrap();
-    t.value_mut(r).copy_from_slice(value);
-    ev
+    t.write(key, value, &w, u64::MAX, &mut every).unwrap().1
 }
 
 fn at(now: u64, clock: &SharedHlc) -> At<'_> {
@@ -251,7 +249,7 @@ fn eviction_when_full() {
     // a record larger than the zone cannot be stored
     let w = Write::default();
     assert_eq!(
-        t.write(b"huge", 1 << 20, &w, u64::MAX, &mut every),
+        t.write(b"huge", &vec![0; 1 << 20], &w, u64::MAX, &mut every),
         Err(TableError::NoMemory)
     );
     // mixed sizes still fit after evictions (free blocks are merged)
@@ -313,7 +311,7 @@ fn drain_in_change_order() {
         ..Write::default()
     };
     let seq = t.counters().seq;
-    t.write(b"r", 0, &w, u64::MAX, &mut every).unwrap();
+    t.write(b"r", b"", &w, u64::MAX, &mut every).unwrap();
     assert_eq!(t.drain(&mut |_, _| true), 0);
     let mut since = Vec::new();
     let pos = t.changes_since(seq - 1, &mut |r| {
@@ -402,6 +400,20 @@ fn recovery_after_a_crash_mid_mutation() {
         // Another, halfway through a list move.
         let r2 = t.find(&8u32.to_be_bytes()).unwrap();
         t.list_unlink(r2);
+        // Another, halfway through rewriting key 9 with a longer value:
+        // the new block is indexed, its value and sequence number not
+        // written yet.
+        let key = 9u32.to_be_bytes();
+        let old = t.find(&key).unwrap();
+        t.list_unlink(old);
+        let blk = t.alloc(rec::size(4, 20)).unwrap();
+        let o = blk as usize;
+        t.a[o..o + rec::HEADER].fill(0);
+        t.w32(o, rec::USED_BIT | 20);
+        t.w64(o + rec::SEQ, 4 << 48);
+        t.a[o + rec::HEADER..o + rec::HEADER + 4].copy_from_slice(&key);
+        t.index_remove(old);
+        t.index_insert(Rec(blk));
         assert!(t.check().is_err());
     }
     let mut t = Table::open(&mut a).unwrap();
@@ -412,6 +424,11 @@ fn recovery_after_a_crash_mid_mutation() {
     t.check().unwrap();
     assert!(t.get(&7u32.to_be_bytes(), 0).is_some());
     assert!(t.get(&8u32.to_be_bytes(), 0).is_some());
+    assert_eq!(
+        get(&t, &9u32.to_be_bytes(), 0).as_deref(),
+        Some(&b"value"[..])
+    );
+    assert_eq!(rec.dropped, 1, "the half-written copy");
     // Blocks that do not parse: the zone is cleared, and usable.
     {
         let data = t.r32(H_DATA) as usize;
