@@ -30,7 +30,7 @@ my $src = "$FindBin::Bin/../core/src/table/mod.rs";
 open my $fh, '<', $src or die "$src: $!";
 my $line;
 while (<$fh>) {
-	if (/^\s*t\.index_insert\(r\);/) { $line = $.; last }
+	if (/^\s*t\.index_insert_at\(b, r\);/) { $line = $.; last }
 }
 close $fh;
 die "no mutation line in $src" unless $line;

@@ -243,7 +243,10 @@ impl Kv {
         clock.observe(rec.hlc, wall);
         let first = t.first_remote();
         t.note_remote(now);
-        let old = t.find(rec.key);
+        t.expire(now, 2);
+        // The key is looked up once, for the merge rule and the write.
+        let slot = t.slot(rec.key);
+        let old = slot.rec;
         let existing = old.map(|r| {
             let m = t.meta(r);
             Version::new(m.hlc, m.origin)
@@ -284,8 +287,7 @@ impl Kv {
             queue: false,
             early: false,
         };
-        t.expire(now, 2);
-        t.write(rec.key, value, &w, u64::MAX, &mut any)?;
+        t.write_at(slot, rec.key, value, &w, u64::MAX, &mut any)?;
         Ok(true)
     }
 

@@ -115,6 +115,14 @@ pub struct Meta {
     pub early: bool,
 }
 
+/// Where a key is in the index (see [`Table::slot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    bucket: usize,
+    /// The key's record, if any.
+    pub rec: Option<Rec>,
+}
+
 /// What to store with a write.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Write {
@@ -425,7 +433,11 @@ impl<'a> Table<'a> {
 
     /// The record stored under `key` (live, deleted or expired).
     pub fn find(&self, key: &[u8]) -> Option<Rec> {
-        let b = self.bucket_of(key);
+        self.find_in(self.bucket_of(key), key)
+    }
+
+    /// [`Table::find`] in bucket `b` (the key's).
+    fn find_in(&self, b: usize, key: &[u8]) -> Option<Rec> {
         let mut o = self.r32(b);
         while o != 0 {
             let r = Rec(o);
@@ -449,25 +461,28 @@ impl<'a> Table<'a> {
         self.r32(H_BUCKETS) as usize + i as usize * 4
     }
 
+    /// The bucket of the key of `r`.
+    fn bucket_of_rec(&self, r: Rec) -> usize {
+        self.bucket_of(self.key(r))
+    }
+
     fn index_insert(&mut self, r: Rec) {
-        let key_off = r.0 as usize + rec::HEADER;
-        let klen = self.klen(r);
-        let b = {
-            let key = &self.a[key_off..key_off + klen];
-            self.bucket_of(key)
-        };
+        let b = self.bucket_of_rec(r);
+        self.index_insert_at(b, r);
+    }
+
+    fn index_insert_at(&mut self, b: usize, r: Rec) {
         let head = self.r32(b);
         self.w32(r.0 as usize + rec::CHAIN, head);
         self.w32(b, r.0);
     }
 
     fn index_remove(&mut self, r: Rec) {
-        let key_off = r.0 as usize + rec::HEADER;
-        let klen = self.klen(r);
-        let b = {
-            let key = &self.a[key_off..key_off + klen];
-            self.bucket_of(key)
-        };
+        let b = self.bucket_of_rec(r);
+        self.index_remove_at(b, r);
+    }
+
+    fn index_remove_at(&mut self, b: usize, r: Rec) {
         let next = self.r32(r.0 as usize + rec::CHAIN);
         let mut at = b;
         loop {
@@ -743,9 +758,35 @@ impl<'a> Table<'a> {
     /// the old one is freed, and gets its sequence number last: a process
     /// dying in the middle leaves either the old record or both, never a
     /// half-written one that [`Table::recover`] would keep.
-    #[inline(never)]
     pub fn write(
         &mut self,
+        key: &[u8],
+        value: &[u8],
+        w: &Write,
+        protect: u64,
+        may_evict: &mut dyn FnMut(&Table<'_>, Rec) -> bool,
+    ) -> Result<(Rec, u64), TableError> {
+        let slot = self.slot(key);
+        self.write_at(slot, key, value, w, protect, may_evict)
+    }
+
+    /// Where `key` is: its bucket and its record, if any. Valid until the
+    /// next mutation; a lookup followed by a write finds the key once
+    /// ([`Table::write_at`]).
+    pub fn slot(&self, key: &[u8]) -> Slot {
+        let bucket = self.bucket_of(key);
+        Slot {
+            bucket,
+            rec: self.find_in(bucket, key),
+        }
+    }
+
+    /// [`Table::write`] of the key found at `slot`, with no mutation in
+    /// between.
+    #[inline(never)]
+    pub fn write_at(
+        &mut self,
+        slot: Slot,
         key: &[u8],
         value: &[u8],
         w: &Write,
@@ -758,7 +799,7 @@ impl<'a> Table<'a> {
         }
         self.mutate(|t| {
             let origin = t.origin_index(w.origin).ok_or(TableError::TooManyOrigins)?;
-            let old = t.find(key);
+            let (b, old) = (slot.bucket, slot.rec);
             let mut evicted = 0;
             let (r, replaced) = match old {
                 Some(r) if t.vlen(r) == vlen => {
@@ -786,9 +827,9 @@ impl<'a> Table<'a> {
                     t.w64(o + rec::SEQ, (key.len() as u64) << 48);
                     t.a[o + rec::HEADER..o + rec::HEADER + key.len()].copy_from_slice(key);
                     if let Some(o) = old {
-                        t.index_remove(o);
+                        t.index_remove_at(b, o);
                     }
-                    t.index_insert(r);
+                    t.index_insert_at(b, r);
                     t.list_push_head(r);
                     (r, old)
                 }
