@@ -201,7 +201,7 @@ def run_ratios(r, a, b):
     out = []
     for run, x in va.items():
         y = vb.get(run)
-        if isinstance(x, (int, float)) and isinstance(y, (int, float)) and y:
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)) and x >= 0 and y > 0:
             out.append(x / y)
     return out
 
@@ -751,10 +751,12 @@ end
                 c = clusters[s]
                 self.pin(c.pids(0), "0")
                 self.wrk(ports[s](c), "/static", dur=1)  # warm-up
+                self.pin(c.pids(0), "1")
             for run in range(self.runs):
                 for s in systems:
                     c = clusters[s]
                     port, srv = ports[s](c), c.pids(0)
+                    self.pin(srv, "0")  # node A alone on CPU 0 for its turn
                     p1 = self.wrk(port, f"/static?key={key}", server=srv)
                     hot = self.wrk(port, f"/get?key={key}", server=srv)
                     p2 = self.wrk(port, f"/static?key={key}", server=srv)
@@ -784,6 +786,7 @@ end
                     log(f"  {s} run {run}: plain {fmt_run(p1)}, {fmt_run(p2)}; one key {fmt_run(hot)}; "
                         f"random: plain {fmt_run(rp1)}, {fmt_run(rp2)}, lookup {fmt_run(rnd)}; "
                         f"write {fmt_run(write)}")
+                    self.pin(srv, "1")
         finally:
             for c in clusters.values():
                 for i in range(c.n):
@@ -855,7 +858,7 @@ end
                     bound = timeout_bound(r["values"].get("zone_sync", []), r["unit"])
                     if within:
                         cells.append(ratio(statistics.median(within)))
-                    elif a is not None and b not in (None, 0):
+                    elif a is not None and b is not None and a >= 0 and b > 0:
                         cells.append(ratio(a / b))
                     elif a is None and bound is not None and b not in (None, 0):
                         cells.append("> " + ratio(bound / b))
