@@ -1007,7 +1007,7 @@ def main():
                "Installs haproxy, redis-server and wrk when missing and builds nginx + the module "
                "when build/ lacks them (not for --help).")
     ap.add_argument("--quick", action="store_true",
-                    help="20k/200k records instead of 100k/1M, short windows, latency with 2 nodes only (~6 min)")
+                    help="20k/200k records instead of 100k/1M, short windows, latency with 2 nodes only (~4 min)")
     ap.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
     ap.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios (default: all)")
     ap.add_argument("--systems", default="zone_sync,HAProxy,Redis",
