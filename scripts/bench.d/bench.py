@@ -776,7 +776,7 @@ end
                         (rp1[0] + rp2[0]) / 2)
                     add(f"random key of {nlabel(n)}: requests/s", "/s", rnd[0])
                     add(f"random key of {nlabel(n)}: CPU per request", "us", rnd[1])
-                    add(f"random key of {nlabel(n)}: node A busy (least of the 3 runs)", "%", rbusy,
+                    add(f"random key of {nlabel(n)}: node A busy (least of its 3 random-key wrk runs)", "%", rbusy,
                         None if rbusy >= 90 else "below 90 %: wrk, not node A, set the pace in a run")
                     add(f"lookup cost, random key of {nlabel(n)}: CPU per lookup", "us", rnd[1] - rplain)
                     add(f"lookup cost, random key of {nlabel(n)}", "%", (1 - rplain / rnd[1]) * 100)
