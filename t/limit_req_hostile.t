@@ -49,14 +49,16 @@ stream {
 http {
     %%TEST_GLOBALS_HTTP%%
 
-    sync_limit_req_zone $http_x_key zone=rl:1m rate=1r/s sync;
-
     server {
         listen 127.0.0.1:%%NODE_HTTP%%;
 
         location /a { sync_limit_req zone=rl burst=2 nodelay; empty_gif; }
         location /b { sync_limit_req zone=rl burst=4 nodelay; empty_gif; }
+        location /c { sync_limit_req zone=rl burst=1 nodelay; empty_gif; }
     }
+
+    # declared after its users: the zone still learns their largest burst
+    sync_limit_req_zone $http_x_key zone=rl:1m rate=1r/s sync;
 }
 
 EOF
