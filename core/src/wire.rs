@@ -1000,7 +1000,8 @@ pub mod limit_req {
     pub struct LimitReqValue {
         /// Excess in thousandths of a request, as nginx's limit_req keeps it.
         pub excess_milli: u64,
-        /// Time of the last update, ms since the Unix epoch.
+        /// How long before the record was built the share was stated, in
+        /// ms (kind_version 2; see `rate::age`).
         pub last_ms: u64,
     }
 

@@ -132,6 +132,8 @@ pub struct Store {
     pub sync: bool,
     /// Thousandths of a request per second.
     pub rate: u64,
+    /// The most a peer's share may claim ([`rate::share_cap`]).
+    pub share_cap: u64,
 }
 
 impl keytree::Keyed for Node {
@@ -186,12 +188,19 @@ impl Store {
 
     /// # Safety
     /// `pool` and `sh` belong to one initialised zone.
-    pub unsafe fn new(pool: *mut ngx_slab_pool_t, sh: *mut Shared, sync: bool, rate: u64) -> Self {
+    pub unsafe fn new(
+        pool: *mut ngx_slab_pool_t,
+        sh: *mut Shared,
+        sync: bool,
+        rate: u64,
+        share_cap: u64,
+    ) -> Self {
         Store {
             pool,
             sh,
             sync,
             rate,
+            share_cap,
         }
     }
 
@@ -204,19 +213,6 @@ impl Store {
     fn lock(&self) -> SlabLock {
         // SAFETY: the pool is live; no method takes the lock twice.
         unsafe { SlabLock::new(self.pool) }
-    }
-
-    /// The clock buckets run on: nginx's monotonic ms like limit_req, or,
-    /// in a synced zone, the wall clock ms that records carry, so that the
-    /// age of a received share and the time since are read off one clock
-    /// (two clocks each truncated to the millisecond would err by up to
-    /// 2 ms per comparison).
-    fn clock(&self, mono: u64, wall: u64) -> u64 {
-        if self.sync {
-            wall
-        } else {
-            mono
-        }
     }
 
     /// Keys held.
@@ -254,8 +250,7 @@ impl Store {
     /// on one limit. With `account`, an admitted request is charged at
     /// once; otherwise the key is held for [`Store::account`] or
     /// [`Store::unlock`].
-    pub fn lookup(&self, key: &[u8], burst: u64, account: bool, mono: u64, wall: u64) -> Lookup {
-        let now = self.clock(mono, wall);
+    pub fn lookup(&self, key: &[u8], burst: u64, account: bool, now: u64, wall: u64) -> Lookup {
         let lock = self.lock();
         // SAFETY: all zone memory is touched under the lock.
         unsafe {
@@ -311,8 +306,7 @@ impl Store {
     /// nginx's `ngx_http_limit_req_account` for one held key: charges the
     /// request (no burst check); returns the excess and whether to wake the
     /// engine.
-    pub fn account(&self, key: &[u8], mono: u64, wall: u64) -> Option<(u64, bool)> {
-        let now = self.clock(mono, wall);
+    pub fn account(&self, key: &[u8], now: u64, wall: u64) -> Option<(u64, bool)> {
         let _l = self.lock();
         // SAFETY: under the lock.
         unsafe {
@@ -455,8 +449,7 @@ impl Store {
     }
 
     /// Periodic expiry from the sync worker's timer.
-    pub fn expire(&self, mono: u64, wall: u64, max: usize) {
-        let now = self.clock(mono, wall);
+    pub fn expire(&self, now: u64, max: usize) {
         let lock = self.lock();
         // SAFETY: under the lock.
         unsafe { self.expire_locked(&lock, now, max) }
@@ -505,8 +498,7 @@ impl Store {
     /// Applies a peer's share of a key: newest version per origin wins,
     /// this node's own share is never touched. Returns whether it changed
     /// the zone.
-    pub fn apply(&self, rec: &Record<'_>, mono: u64, wall: u64) -> Result<(bool, u64), ApplyError> {
-        let now = self.clock(mono, wall);
+    pub fn apply(&self, rec: &Record<'_>, now: u64, wall: u64) -> Result<(bool, u64), ApplyError> {
         if rec.is_tombstone() || rec.key.is_empty() || rec.key.len() > u16::MAX as usize {
             return Err(ApplyError::Invalid);
         }
@@ -521,8 +513,8 @@ impl Store {
         let c = Contribution {
             origin: rec.origin,
             hlc: rec.hlc,
-            milli: v.excess_milli,
-            age_ms: rate::age_of(v.last_ms, wall),
+            milli: v.excess_milli.min(self.share_cap),
+            age_ms: v.last_ms,
         };
         let self_id = crate::node_id();
         let lock = self.lock();
@@ -583,13 +575,12 @@ impl Store {
         &self,
         n: *const Node,
         now: u64,
-        wall: u64,
         buf: &'a mut [u8; VALUE_LEN],
     ) -> Record<'a> {
         let b = &(*n).bucket;
         *buf = LimitReqValue {
             excess_milli: b.own,
-            last_ms: rate::last_wall(b, now, wall),
+            last_ms: rate::age(b, now),
         }
         .to_bytes();
         Record::put(Node::key(n), &buf[..], b.own_hlc, crate::node_id(), 0)
@@ -597,13 +588,7 @@ impl Store {
 
     /// Hands queued own shares to `out`, oldest first, until `out` refuses
     /// one or the queue is empty. Returns how many went.
-    pub fn drain_changes(
-        &self,
-        now: u64,
-        wall: u64,
-        out: &mut dyn FnMut(&Record<'_>) -> bool,
-    ) -> usize {
-        let now = self.clock(now, wall);
+    pub fn drain_changes(&self, now: u64, out: &mut dyn FnMut(&Record<'_>) -> bool) -> usize {
         let _l = self.lock();
         let mut sent = 0;
         // SAFETY: under the lock; `out` only copies the record.
@@ -612,7 +597,7 @@ impl Store {
             while !ngx_queue_empty(head) {
                 let n = Node::from_changes((*head).next);
                 let mut buf = [0u8; VALUE_LEN];
-                if !out(&self.own_record(n, now, wall, &mut buf)) {
+                if !out(&self.own_record(n, now, &mut buf)) {
                     break;
                 }
                 ngx_queue_remove(ptr::addr_of_mut!((*n).changes));
@@ -632,11 +617,9 @@ impl Store {
         &self,
         cursor: &mut SnapshotCursor,
         now: u64,
-        wall: u64,
         max: usize,
         out: &mut dyn FnMut(&Record<'_>) -> bool,
     ) -> bool {
-        let now = self.clock(now, wall);
         let _l = self.lock();
         let self_id = crate::node_id();
         // SAFETY: under the lock.
@@ -669,7 +652,7 @@ impl Store {
                 // Keys too long for a sync buffer stay local (never queued).
                 let fits = max_record == 0 || len as u64 <= max_record;
                 if fits && rate::level(b, peers, self.rate, now) > 0 {
-                    let last_ms = rate::last_wall(b, now, wall);
+                    let last_ms = rate::age(b, now);
                     let mut shares: Vec<Share> = peers[..(b.npeers as usize).min(peers.len())]
                         .iter()
                         .filter(|s| s.milli > 0)

@@ -11,11 +11,11 @@ use ngx::ngx_log_error;
 
 use super::store::{ApplyError as StoreApplyError, Shared, Store};
 use crate::kinds::{ApplyError, Record, SnapshotCursor, SyncZone};
-use crate::ngx_ext::{str_bytes, wall_ms};
+use crate::ngx_ext::str_bytes;
 
 /// The wire kind of limit_req zones (docs/PROTOCOL.md).
 pub const KIND: u8 = zone_sync_core::wire::KIND_LIMIT_REQ;
-pub const KIND_VERSION: u16 = 1;
+pub const KIND_VERSION: u16 = 2;
 
 /// One zone, in the configuration pool; `shm_zone->data` points here.
 #[repr(C)]
@@ -25,6 +25,8 @@ pub struct LimitZone {
     pub key: ngx_http_complex_value_t,
     /// Thousandths of a request per second.
     pub rate: u64,
+    /// The largest `burst` of the `sync_limit_req`s using the zone.
+    pub max_burst: u64,
     pub sync: bool,
     /// Set when the shared zone is initialised.
     pub store: Option<Store>,
@@ -83,8 +85,8 @@ pub unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, old: *mut c_void) -
             return NGX_ERROR as ngx_int_t;
         }
         if z.sync != o.sync {
-            // A synced zone runs on the wall clock, an unsynced one on the
-            // monotonic clock: the kept buckets would be read wrong.
+            // A synced zone's keys carry peers' shares and versions, and
+            // its changes are queued for the peers: neither fits the other.
             ngx_log_error!(
                 NGX_LOG_EMERG,
                 (*shm).shm.log,
@@ -103,7 +105,8 @@ pub unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, old: *mut c_void) -
             None => return NGX_ERROR as ngx_int_t,
         }
     };
-    z.store = Some(Store::new(pool, sh, z.sync, z.rate));
+    let cap = zone_sync_core::rate::share_cap(z.max_burst, z.rate);
+    z.store = Some(Store::new(pool, sh, z.sync, z.rate, cap));
     NGX_OK as ngx_int_t
 }
 
@@ -140,8 +143,7 @@ impl SyncZone for LimitZone {
         self.store().map(|s| &s.shared().engine)
     }
     fn drain_changes(&self, now: u64, out: &mut dyn FnMut(&Record<'_>) -> bool) -> usize {
-        self.store()
-            .map_or(0, |s| s.drain_changes(now, wall_ms(), out))
+        self.store().map_or(0, |s| s.drain_changes(now, out))
     }
     fn snapshot(
         &self,
@@ -151,7 +153,7 @@ impl SyncZone for LimitZone {
         out: &mut dyn FnMut(&Record<'_>) -> bool,
     ) -> bool {
         self.store()
-            .is_none_or(|s| s.snapshot(cursor, now, wall_ms(), max, out))
+            .is_none_or(|s| s.snapshot(cursor, now, max, out))
     }
     fn apply(&self, rec: &Record<'_>, now: u64, wall: u64) -> Result<bool, ApplyError> {
         let Some(s) = self.store() else {
@@ -172,7 +174,7 @@ impl SyncZone for LimitZone {
     }
     fn housekeeping(&self, now: u64) {
         if let Some(s) = self.store() {
-            s.expire(now, wall_ms(), 1000);
+            s.expire(now, 1000);
         }
     }
 }
