@@ -23,6 +23,7 @@ use crate::ngx_ext::{conf_args, conf_msg, str_bytes, CONF_ERROR, CONF_OK};
 
 mod backend;
 mod handler;
+mod monitor;
 
 /// Configuration of one location; only a location with `api` uses it.
 #[repr(C)]

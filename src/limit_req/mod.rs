@@ -11,6 +11,7 @@
 //! lifecycle and its [`crate::kinds::SyncZone`] view), `store` (keys in
 //! shared memory).
 
+pub mod counters;
 pub mod handler;
 pub mod module;
 pub mod store;

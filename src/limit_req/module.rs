@@ -288,6 +288,7 @@ unsafe extern "C" fn set_zone(
         rate: 0,
         sync: false,
         store: None,
+        counters: ptr::null(),
     });
 
     let mut key = args[1];
