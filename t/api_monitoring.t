@@ -26,7 +26,7 @@ my ($exporter) = grep { -x } map { "$_/prometheus-nginx-exporter" }
     split /:/, $ENV{PATH};
 
 my $c = Test::Nginx::Cluster->new(3)->has(qw/http stream zone_sync/)
-    ->plan(32);
+    ->plan(38);
 
 $c->write_file_expand(<<'EOF');
 
@@ -191,6 +191,27 @@ is(api(2, '/http/limit_reqs/perip')->{rejected}, 0, 'node 2 saw none');
 is_deeply([map { api(0, $_) } qw!/http/caches /http/upstreams
     /stream/server_zones /resolvers /ssl!], [({}) x 5], 'empty collections');
 is_deeply(api(0, '/workers/'), [], 'no per-worker figures');
+
+# processes: a crashed worker is respawned and counted; a reload is not a
+# respawn
+
+is_deeply([map { api($_, '/processes') } @all], [({ respawned => 0 }) x 3],
+    'no respawns yet');
+my ($victim) = $c->node(2)->worker_pids();
+kill 'KILL', $victim;
+ok(wait_for(sub { (api(2, '/processes') // {})->{respawned} == 1 }),
+    'the respawned worker is counted');
+$c->ignore_log(qr/exited on signal 9/);
+ok($c->reload_node(2, wait_old => 1), 'reload');
+ok(wait_for(sub { !grep { $_ == $victim } $c->node(2)->worker_pids() }),
+    'old workers gone');
+is_deeply([map { api($_, '/processes') } @all],
+    [{ respawned => 0 }, { respawned => 0 }, { respawned => 1 }],
+    'the reload is not a respawn, and the count survives it');
+ok(wait_for(sub {
+    !grep { (api($_, '/stream/zone_sync/') // {})->{status}{nodes_online}
+        != 2 } @all
+}), 'cluster whole again');
 
 ###############################################################################
 

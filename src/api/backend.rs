@@ -120,7 +120,8 @@ impl Backend for NodeBackend {
     }
 
     fn respawned(&self) -> Option<u64> {
-        None
+        // SAFETY: the running cycle.
+        unsafe { super::processes::respawned(self.cycle) }
     }
 
     fn slabs(&self) -> Vec<SlabZone> {
