@@ -79,7 +79,7 @@ pub unsafe fn slabs(cycle: *const ngx_cycle_t) -> Vec<SlabZone> {
         let _lock = SlabLock::new(pool);
         let p = &*pool;
         let pages = (p.end as usize).saturating_sub(p.start as usize) / page_size;
-        let free = p.pfree as usize;
+        let free = p.pfree;
         let n = page_shift.saturating_sub(p.min_shift);
         let mut slots = Vec::with_capacity(n);
         for i in 0..n {
