@@ -221,10 +221,17 @@ SKIP: {
 skip 'prometheus-nginx-exporter is not installed', 8 unless $exporter;
 
 for my $n (@all) {
-    $c->run_daemon($exporter, '-nginx.plus',
+    my $log = $c->testdir() . "/exporter$n.log";
+    my @cmd = ($exporter, '-nginx.plus',
         '-nginx.scrape-uri', 'http://127.0.0.1:' . $c->http_port($n) . '/api',
         '-web.listen-address', '127.0.0.1:' . $c->port($n, 90),
         '-nginx.retries', '10', '-nginx.retry-interval', '100ms');
+    # its log goes to a file of the test directory, not into the TAP output
+    $c->run_daemon(sub {
+        open STDERR, '>', $log or die "$log: $!\n";
+        open STDOUT, '>&', \*STDERR;
+        exec { $cmd[0] } @cmd or die "cannot exec $cmd[0]: $!\n";
+    });
 }
 
 sub metrics {
