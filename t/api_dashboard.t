@@ -96,11 +96,12 @@ my $url = 'http://127.0.0.1:' . $c->http_port(0) . '/dashboard/?refresh=1&api='
 
 my $profile = $c->testdir() . '/chromium';
 
-# the page as the browser rendered it: data-test name => text
+# the page as the browser rendered it after $budget ms of (virtual) time:
+# data-test name => text
 sub dashboard {
-    my (@extra) = @_;
+    my ($budget, @extra) = @_;
     my @cmd = ($chromium, '--headless', '--no-sandbox', '--disable-gpu',
-        "--user-data-dir=$profile", '--virtual-time-budget=3000',
+        "--user-data-dir=$profile", "--virtual-time-budget=$budget",
         '--window-size=1200,860', @extra);
     my $cmd = join ' ', map { "'$_'" } @cmd, $url;
     my $dom = `timeout 120 $cmd 2>/dev/null`;
@@ -121,7 +122,7 @@ ok(wait_for(sub {
     } @all
 }), 'records everywhere');
 
-my $d = dashboard('--dump-dom');
+my $d = dashboard(3000, '--dump-dom');
 is($d->{answering}, '3 / 3', 'every node answers');
 is_deeply([map { $d->{"nodes_online-$_"} } @all], [2, 2, 2],
     'peers online per node');
@@ -151,7 +152,7 @@ ok(wait_for(sub {
 
 my @shot = $ENV{DASHBOARD_SCREENSHOT}
     ? ('--screenshot=' . abs_path('.') . "/$ENV{DASHBOARD_SCREENSHOT}") : ();
-$d = dashboard('--dump-dom');
+$d = dashboard(3000, '--dump-dom');
 like($d->{'state-2'} // '', qr/^down/, 'the stopped node is shown down');
 is_deeply([map { $d->{"records_$_-sessions-0"} } qw/total pending/],
     [map { sync_of(0)->{zones}{sessions}{"records_$_"} } qw/total pending/],
@@ -159,7 +160,7 @@ is_deeply([map { $d->{"records_$_-sessions-0"} } qw/total pending/],
 
 SKIP: {
 skip 'DASHBOARD_SCREENSHOT not set', 1 unless @shot;
-dashboard(@shot);
+dashboard(30000, @shot);
 ok(-s $ENV{DASHBOARD_SCREENSHOT}, "screenshot in $ENV{DASHBOARD_SCREENSHOT}");
 }
 

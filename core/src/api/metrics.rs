@@ -101,26 +101,29 @@ impl Untracked {
 /// active ones, and a connection nginx accepted but did not handle as
 /// dropped.
 pub(crate) fn connections(st: Option<&StubStatus>, fields: &Fields) -> Vec<u8> {
-    let members = st.map(|s| {
-        [
-            (&b"accepted"[..], s.accepted),
+    let Some(s) = st else {
+        return object(&[], fields);
+    };
+    object(
+        &[
+            (b"accepted", s.accepted),
             (b"dropped", s.accepted.saturating_sub(s.handled)),
             (b"active", s.active.saturating_sub(s.waiting)),
             (b"idle", s.waiting),
-        ]
-    });
-    object(members.as_ref().map_or(&[][..], |m| &m[..]), fields)
+        ],
+        fields,
+    )
 }
 
 /// `GET /http/requests`: `current` is the requests being read or written.
 pub(crate) fn http_requests(st: Option<&StubStatus>, fields: &Fields) -> Vec<u8> {
-    let members = st.map(|s| {
-        [
-            (&b"total"[..], s.requests),
-            (b"current", s.reading + s.writing),
-        ]
-    });
-    object(members.as_ref().map_or(&[][..], |m| &m[..]), fields)
+    let Some(s) = st else {
+        return object(&[], fields);
+    };
+    object(
+        &[(b"total", s.requests), (b"current", s.reading + s.writing)],
+        fields,
+    )
 }
 
 /// `GET /processes`.
@@ -194,7 +197,7 @@ pub(crate) fn limit_reqs(zones: &[LimitReqZone], fields: &Fields) -> Vec<u8> {
     let mut body = Vec::with_capacity(16 + 120 * zones.len());
     let mut obj = ObjectWriter::new(&mut body);
     for z in zones {
-        body_of_limit_req(obj.member(&z.name), z, fields);
+        limit_req_zone(obj.member(&z.name), z, fields);
     }
     obj.finish();
     body
@@ -213,11 +216,11 @@ pub(crate) fn limit_req(
         )
     })?;
     let mut body = Vec::with_capacity(120);
-    body_of_limit_req(&mut body, z, fields);
+    limit_req_zone(&mut body, z, fields);
     Ok(body)
 }
 
-fn body_of_limit_req(out: &mut Vec<u8>, z: &LimitReqZone, fields: &Fields) {
+fn limit_req_zone(out: &mut Vec<u8>, z: &LimitReqZone, fields: &Fields) {
     let members: [(&[u8], u64); 5] = [
         (b"passed", z.passed),
         (b"delayed", z.delayed),
