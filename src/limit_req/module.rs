@@ -320,6 +320,7 @@ unsafe extern "C" fn set_zone(
         max_burst: 0,
         sync: false,
         store: None,
+        counters: ptr::null(),
     });
 
     let mut key = args[1];

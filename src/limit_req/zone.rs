@@ -30,6 +30,9 @@ pub struct LimitZone {
     pub sync: bool,
     /// Set when the shared zone is initialised.
     pub store: Option<Store>,
+    /// This node's outcomes, in the zone's shared memory (null until the
+    /// zone is initialised, or if it had no room for them).
+    pub counters: *const super::counters::Counters,
 }
 
 impl LimitZone {
@@ -41,6 +44,11 @@ impl LimitZone {
 
     pub fn store(&self) -> Option<&Store> {
         self.store.as_ref()
+    }
+
+    pub fn counters(&self) -> Option<&super::counters::Counters> {
+        // SAFETY: null or allocated in the zone, which outlives the cycle.
+        unsafe { self.counters.as_ref() }
     }
 
     fn key_text(&self) -> &[u8] {
@@ -95,6 +103,7 @@ pub unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, old: *mut c_void) -
             );
             return NGX_ERROR as ngx_int_t;
         }
+        z.counters = o.counters;
         match &o.store {
             Some(s) => (s.shared() as *const Shared).cast_mut(),
             None => return NGX_ERROR as ngx_int_t,
@@ -105,6 +114,9 @@ pub unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, old: *mut c_void) -
             None => return NGX_ERROR as ngx_int_t,
         }
     };
+    if z.counters.is_null() {
+        z.counters = super::counters::alloc(pool);
+    }
     let cap = zone_sync_core::rate::share_cap(z.max_burst, z.rate);
     z.store = Some(Store::new(pool, sh, z.sync, z.rate, cap));
     NGX_OK as ngx_int_t
