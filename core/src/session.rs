@@ -606,8 +606,7 @@ impl Session {
         let timeout = st.cfg.timeout_ms;
         let expired = if st.clock.saturating_sub(st.last_recv_ms) >= timeout {
             Some(SessionError::Timeout)
-        } else if st.state == State::AwaitHello
-            && st.clock.saturating_sub(st.started_ms) >= timeout
+        } else if st.state == State::AwaitHello && st.clock.saturating_sub(st.started_ms) >= timeout
         {
             Some(SessionError::HelloTimeout)
         } else if st
@@ -864,8 +863,7 @@ impl Inner {
                     });
                 }
                 if seq > self.acked_seq {
-                    self.tx.ack_wait_since =
-                        (seq < self.tx.last_sent_seq).then_some(self.clock);
+                    self.tx.ack_wait_since = (seq < self.tx.last_sent_seq).then_some(self.clock);
                 }
                 self.acked_seq = seq;
                 Ok(Action::Ack(seq))
