@@ -15,11 +15,11 @@
 //!
 //! Each peer at its own pace: a poll takes changes from a zone's queue
 //! once and copies them into the bounded buffer of every peer that has
-//! room. A peer without room holds the queue for at most
-//! [`BEHIND_AFTER_MS`]; after that it is passed over (the others get the
-//! changes) and marked behind: it is sent every record of its zones again
-//! (a resync pass, at its own pace), and again after that pass if it was
-//! passed over during it.
+//! room. A peer without room holds the queue until its oldest frame not
+//! yet acknowledged is [`BEHIND_AFTER_MS`] old; after that it is passed
+//! over (the others get the changes) and marked behind: it is sent every
+//! record of its zones again (a resync pass, at its own pace), and again
+//! after that pass if it was passed over during it.
 //!
 //! Ownership is one way: the engine owns its peers and the DNS lookup;
 //! their nginx events come here ([`peer_event`]), the engine calls the
@@ -49,8 +49,9 @@ const TICK_MS: u64 = 1000;
 /// Buffer refills in one go while the sockets take everything.
 const DRAIN_ROUNDS: usize = 16;
 
-/// How long a peer without room for changes may hold a zone's queue
-/// before it is passed over and resynced.
+/// How old a peer's oldest unacknowledged frame may get while the peer
+/// holds a zone's queue for lack of room; then it is passed over and
+/// resynced.
 pub const BEHIND_AFTER_MS: u64 = 1000;
 
 /// A node connecting to us brings our retries forward at most this often
@@ -220,7 +221,9 @@ pub unsafe fn start(
     log_settings(log, conf, e.ctx.zones.len());
 
     for ev in [ptr::addr_of_mut!(e.drain_ev), ptr::addr_of_mut!(e.tick_ev)] {
-        (*ev).data = ptr::null_mut();
+        // Unused by the handlers, but nginx's debug log reads an fd
+        // through it (ngx_event_ident).
+        (*ev).data = engine.cast();
         (*ev).log = log;
         (*ev).set_cancelable(1);
     }
@@ -238,7 +241,6 @@ pub unsafe fn start(
                 "zone_sync: no connection for the wake-up descriptor"
             );
         } else {
-            (*c).data = ptr::null_mut();
             (*(*c).read).handler = Some(on_wake);
             (*(*c).read).log = log;
             // Not a client connection: graceful shutdown must not wait for it.
@@ -500,7 +502,9 @@ impl Engine {
                 self.ctx.zones[zi].name().len(),
             ));
             loop {
-                // Who takes this zone's changes now, and who holds them.
+                // Who takes this zone's changes now, and who holds them: a
+                // peer without room is waited for until its oldest frame
+                // not acknowledged is BEHIND_AFTER_MS old.
                 let mut takers = 0;
                 let mut held = false;
                 for p in self.peers.iter_mut() {
@@ -508,12 +512,10 @@ impl Engine {
                         continue;
                     }
                     if p.can_take(&self.ctx) {
-                        p.full_since = None;
                         takers += 1;
                         continue;
                     }
-                    let since = *p.full_since.get_or_insert(now);
-                    let until = since + BEHIND_AFTER_MS;
+                    let until = p.oldest_unacked().unwrap_or(now) + BEHIND_AFTER_MS;
                     if now < until {
                         held = true;
                         *hold = Some(hold.map_or(until, |h: u64| h.min(until)));

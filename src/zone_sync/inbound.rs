@@ -4,9 +4,11 @@
 //!
 //! Until its HELLO is in, the other end is a stranger: its failures are
 //! logged at `error` at most once per [`STRANGER_ERROR_MS`] in a worker,
-//! at `info` otherwise. What waits to be sent is bounded: reading stops
-//! while more than one `zone_sync_buffers` buffer waits, and a connection
-//! whose output does not move for `zone_sync_timeout` is closed.
+//! at `info` otherwise. What waits to be sent is bounded: the socket's
+//! send buffer is one `zone_sync_buffers` buffer (SO_SNDBUF), reading
+//! stops while more than one buffer waits in the session, and a
+//! connection whose output does not move for `zone_sync_timeout` is
+//! closed.
 
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -112,6 +114,18 @@ pub unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
     (*ib).timer.data = ib.cast();
     (*ib).timer.log = (*c).log;
     (*ib).timer.set_cancelable(1);
+
+    // What this side sends is small (HELLO, ACKs, heartbeats): a fixed
+    // kernel send buffer, instead of one autotuned to megabytes, keeps
+    // what a peer that does not read makes us hold bounded.
+    let sndbuf = conf.bufs.size as libc::c_int;
+    libc::setsockopt(
+        (*c).fd,
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUF,
+        (&sndbuf as *const libc::c_int).cast(),
+        mem::size_of::<libc::c_int>() as libc::socklen_t,
+    );
 
     (*c).data = ib.cast();
     (*(*c).read).handler = Some(on_read);

@@ -79,6 +79,8 @@ struct InFlight {
     seq: u64,
     zone: usize,
     records: u64,
+    /// When it was queued.
+    queued: u64,
 }
 
 pub struct Peer {
@@ -107,8 +109,6 @@ pub struct Peer {
     /// Changes were dropped for this peer during the current snapshot
     /// pass: another pass follows it.
     behind: bool,
-    /// Since when the engine has found no room here for changes.
-    pub full_since: Option<u64>,
     in_flight: VecDeque<InFlight>,
     watch: SendWatch,
     /// When the last connection attempt started.
@@ -149,7 +149,6 @@ impl Peer {
             snapshot_zone: 0,
             cursor: SnapshotCursor::default(),
             behind: false,
-            full_since: None,
             in_flight: VecDeque::new(),
             watch: SendWatch::default(),
             last_attempt: 0,
@@ -357,7 +356,6 @@ impl Peer {
         self.state = State::Hello;
         self.in_flight.clear();
         self.watch = SendWatch::default();
-        self.full_since = None;
         self.start_pass(State::Snapshot);
         ngx_log_error!(
             NGX_LOG_INFO,
@@ -452,7 +450,6 @@ impl Peer {
         }
         self.session = None;
         self.in_flight.clear();
-        self.full_since = None;
     }
 
     /// Stops for good (worker exit, or the node left): no log, no retry.
@@ -493,6 +490,11 @@ impl Peer {
         self.session.as_mut().is_some_and(|s| {
             s.outgoing().len() + frame <= cap && (s.in_flight() as usize) < max_in_flight
         })
+    }
+
+    /// When the oldest frame not acknowledged yet was queued.
+    pub fn oldest_unacked(&self) -> Option<u64> {
+        self.in_flight.front().map(|f| f.queued)
     }
 
     /// Changes were dropped for lack of room: this peer gets every record
@@ -538,6 +540,7 @@ impl Peer {
                 seq,
                 zone,
                 records: n,
+                queued: current_msec(),
             });
             status::get().add_msgs_out(1);
         }
@@ -565,14 +568,14 @@ impl Peer {
         self.write_out(ctx)
     }
 
-    /// Fills the outgoing buffer with snapshot frames up to half of it
-    /// (the other half is for live changes) and below the cap on frames in
-    /// flight. A record larger than a frame cannot be sent: it is named in
+    /// Fills the outgoing buffer with snapshot frames up to half of it,
+    /// and up to half the cap on frames in flight (the other halves are for
+    /// live changes). A record larger than a frame cannot be sent: it is named in
     /// a log line and the pass goes on with the next.
     fn pump_snapshot(&mut self, ctx: &Ctx) {
         let max = ctx.frame_size();
         let fill = (ctx.send_capacity() / 2).max(max);
-        let max_in_flight = ctx.max_in_flight();
+        let max_in_flight = (ctx.max_in_flight() / 2).max(1);
         let now = current_msec();
         loop {
             let Some(s) = self.session.as_mut() else {
@@ -631,6 +634,7 @@ impl Peer {
                     seq,
                     zone,
                     records: n,
+                    queued: now,
                 });
                 status::get().add_msgs_out(1);
             }
