@@ -17,7 +17,7 @@
 //!    out of complete frames, so one ACK covers a whole read.
 //! 3. Write [`Session::outgoing`] to the socket and drain what was written.
 //! 4. Call [`Session::poll_timers`] at [`Session::next_timer`]: it queues
-//!    HEARTBEATs and reports the receive timeout.
+//!    HEARTBEATs and reports the deadlines (receive, HELLO, acknowledgement).
 //!
 //! Any `Err` ends the session: the session has queued an ERROR frame for
 //! the peer if there is one to send; write it out if possible, then close.
