@@ -716,14 +716,18 @@ pub struct FrameReader {
     consumed: usize,
     limit: usize,
     error: Option<WireError>,
+    /// A read filled the whole buffer: the peer sends in bulk, the buffer
+    /// may take the frame limit.
+    bulk: bool,
 }
 
 impl FrameReader {
     /// A reader accepting frames of at most `max_frame` bytes (length field
     /// included; raised to [`MIN_FRAME_LIMIT`] if smaller).  Nothing is
     /// allocated until the first read; the buffer then starts at
-    /// [`RECV_CHUNK`] bytes (or the limit, if smaller) and grows only to
-    /// hold the frame being received, up to the limit.
+    /// [`RECV_CHUNK`] bytes (or the limit, if smaller) and grows to hold
+    /// the frame being received, or to the limit once a read has filled
+    /// it (the peer sends in bulk).
     pub fn new(max_frame: usize) -> Self {
         Self {
             buf: Vec::new(),
@@ -732,6 +736,7 @@ impl FrameReader {
             consumed: 0,
             limit: max_frame.max(MIN_FRAME_LIMIT),
             error: None,
+            bulk: false,
         }
     }
 
@@ -766,7 +771,11 @@ impl FrameReader {
             Some(l) => LEN_BYTES + u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize,
             None => 0,
         };
-        let want = RECV_CHUNK.max(pending).min(self.limit);
+        let want = if self.bulk {
+            self.limit
+        } else {
+            RECV_CHUNK.max(pending).min(self.limit)
+        };
         if self.buf.len() < want {
             self.buf.resize(want, 0);
         }
@@ -781,6 +790,9 @@ impl FrameReader {
     /// Marks `n` bytes of [`spare`](Self::spare) as filled.
     pub fn commit(&mut self, n: usize) {
         self.end += n.min(self.buf.len() - self.end);
+        if n > 0 && self.end == self.buf.len() {
+            self.bulk = true;
+        }
     }
 
     /// Copies as much of `bytes` as fits; returns how many were taken.
@@ -1086,6 +1098,11 @@ mod tests {
         assert_eq!(r.push(&body), body.len());
         assert!(matches!(r.next_frame(), Ok(Some(_))));
         assert_eq!(r.next_frame(), Ok(None));
+        // a read that fills the buffer: the limit from then on
+        let mut r = FrameReader::new(1 << 20);
+        let n = r.spare().len();
+        r.commit(n);
+        assert_eq!(r.spare().len(), (1 << 20) - RECV_CHUNK);
         // a small limit caps the first allocation
         let mut r = FrameReader::new(2000);
         assert_eq!(r.spare().len(), 2000);

@@ -33,6 +33,8 @@ pub enum CloseReason {
     Eof,
     /// This worker is exiting.
     Exiting,
+    /// The other end began a TLS handshake on a listener without `ssl`.
+    TlsOnPlain,
     /// A system or TLS failure, as nginx or the handshake describe it.
     Failed(String),
 }
@@ -73,6 +75,9 @@ impl fmt::Display for CloseReason {
             CloseReason::SendStalled => f.write_str("send timed out"),
             CloseReason::Eof => f.write_str("connection closed by peer"),
             CloseReason::Exiting => f.write_str("shutting down"),
+            CloseReason::TlsOnPlain => {
+                f.write_str("sent a TLS handshake, but this listener has no \"ssl\"")
+            }
             CloseReason::Failed(why) => f.write_str(why),
         }
     }

@@ -54,8 +54,7 @@ const DRAIN_ROUNDS: usize = 16;
 /// resynced.
 pub const BEHIND_AFTER_MS: u64 = 1000;
 
-/// A node connecting to us brings our retries forward at most this often
-/// (and each node's at most this often).
+/// A node connecting to us brings our retries forward at most this often.
 pub const SHORTCUT_MIN_MS: u64 = 1000;
 
 /// A record copied out of a zone, between the zone's lock and the peers'
@@ -405,10 +404,10 @@ impl Ctx {
         b.num as usize * b.size * self.zones.len().max(1)
     }
 
-    /// Frames sent and not acknowledged on one connection, at most: four
-    /// times the buffers of every zone.
+    /// Frames sent and not acknowledged on one connection, at most:
+    /// sixteen times the buffers of every zone.
     pub fn max_in_flight(&self) -> usize {
-        4 * self.conf().bufs.num as usize * self.zones.len().max(1)
+        16 * self.conf().bufs.num as usize * self.zones.len().max(1)
     }
 }
 
@@ -623,9 +622,7 @@ impl Engine {
     /// are waiting to retry our own connection to it, retry now, so that it
     /// gets our records without waiting out zone_sync_connect_retry_interval.
     /// Anyone can send a HELLO, so this shortcut is taken at most once per
-    /// [`SHORTCUT_MIN_MS`] (a request in between waits for the next tick),
-    /// and brings a node's retry forward only if its last attempt is that
-    /// old.
+    /// [`SHORTCUT_MIN_MS`] (a request in between waits for the next tick).
     fn reconnect_if_asked(&mut self) {
         let n = super::status::get().reconnect.load(Ordering::Relaxed);
         if n == self.reconnect_seen {
@@ -638,10 +635,8 @@ impl Engine {
         self.reconnect_seen = n;
         self.last_shortcut = now;
         for i in 0..self.peers.len() {
-            if self.peers[i].may_retry_early(now, SHORTCUT_MIN_MS) {
-                let out = self.peers[i].retry_now(&self.ctx);
-                self.act(i, out);
-            }
+            let out = self.peers[i].retry_now(&self.ctx);
+            self.act(i, out);
         }
     }
 
@@ -694,6 +689,7 @@ impl Engine {
             self.act(i, out);
         }
         self.update_online();
+        self.update_inflight();
     }
 
     /// Publishes how many nodes this node is connected to.

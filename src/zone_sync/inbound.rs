@@ -154,7 +154,10 @@ impl Inbound {
     unsafe fn finish(&mut self, why: CloseReason) {
         let level = match why {
             CloseReason::Exiting => 0,
-            CloseReason::Myself | CloseReason::PeerShutdown | CloseReason::Eof => NGX_LOG_INFO,
+            CloseReason::Myself
+            | CloseReason::PeerShutdown
+            | CloseReason::Eof
+            | CloseReason::TlsOnPlain => NGX_LOG_INFO,
             _ if self.session.peer_node_id().is_some() => NGX_LOG_ERR,
             _ => {
                 // A stranger: rate-limited at error.
@@ -361,9 +364,7 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
         let mut head = [0u8; 3];
         let n = libc::recv((*c).fd, head.as_mut_ptr().cast(), 3, libc::MSG_PEEK);
         if n == 3 && head[0] == 0x16 && head[1] == 0x03 {
-            ib.finish(CloseReason::failed(
-                "sent a TLS handshake, but this listener has no \"ssl\"",
-            ));
+            ib.finish(CloseReason::TlsOnPlain);
             return;
         }
         ib.checked_tls = n == 3;

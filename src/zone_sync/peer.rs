@@ -111,8 +111,6 @@ pub struct Peer {
     behind: bool,
     in_flight: VecDeque<InFlight>,
     watch: SendWatch,
-    /// When the last connection attempt started.
-    last_attempt: u64,
     /// Last failure reason logged, to log a repeated failure only once.
     last_error: String,
     /// A protocol failure found while reading, handled after the read.
@@ -151,7 +149,6 @@ impl Peer {
             behind: false,
             in_flight: VecDeque::new(),
             watch: SendWatch::default(),
-            last_attempt: 0,
             last_error: String::new(),
             failure: None,
             acked: false,
@@ -210,7 +207,6 @@ impl Peer {
         if crate::ngx_ext::exiting() {
             return Outcome::Quiet;
         }
-        self.last_attempt = current_msec();
         // While failures repeat, nginx's own per-attempt error lines (for
         // instance SSL_do_handshake() failed) are kept quiet: the first one
         // was logged, and fail() logs a changed reason again.
@@ -440,7 +436,10 @@ impl Peer {
                 }
             }
             if TICKET_CONN.load(Ordering::Relaxed) == self.conn {
+                // A ticket of this connection never claimed.
                 TICKET_CONN.store(ptr::null_mut(), Ordering::Relaxed);
+                // SAFETY: parked by on_new_session, owned by nobody else.
+                unsafe { handshake::free_session(TICKET.swap(ptr::null_mut(), Ordering::Relaxed)) };
             }
             self.conn = ptr::null_mut();
         }
@@ -568,14 +567,14 @@ impl Peer {
         self.write_out(ctx)
     }
 
-    /// Fills the outgoing buffer with snapshot frames up to half of it,
-    /// and up to half the cap on frames in flight (the other halves are for
-    /// live changes). A record larger than a frame cannot be sent: it is named in
+    /// Fills the outgoing buffer with snapshot frames, leaving room for one
+    /// frame of live changes, and up to three quarters of the cap on frames
+    /// in flight (the rest is for live changes). A record larger than a frame cannot be sent: it is named in
     /// a log line and the pass goes on with the next.
     fn pump_snapshot(&mut self, ctx: &Ctx) {
         let max = ctx.frame_size();
-        let fill = (ctx.send_capacity() / 2).max(max);
-        let max_in_flight = (ctx.max_in_flight() / 2).max(1);
+        let fill = ctx.send_capacity().saturating_sub(max).max(max);
+        let max_in_flight = (ctx.max_in_flight() * 3 / 4).max(1);
         let now = current_msec();
         loop {
             let Some(s) = self.session.as_mut() else {
@@ -872,12 +871,6 @@ impl Peer {
             ReadResult::Eof => self.close(ctx, CloseReason::Eof),
             ReadResult::Error => self.close(ctx, CloseReason::failed("recv() failed")),
         }
-    }
-
-    /// Whether a retry may be brought forward now: not more often than
-    /// once per `min_gap` ms per node.
-    pub fn may_retry_early(&self, now: u64, min_gap: u64) -> bool {
-        now.saturating_sub(self.last_attempt) >= min_gap
     }
 }
 
