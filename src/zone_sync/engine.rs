@@ -504,12 +504,14 @@ impl Engine {
                 // Who takes this zone's changes now, and who holds them: a
                 // peer without room is waited for until its oldest frame
                 // not acknowledged is BEHIND_AFTER_MS old.
+                let mut sharers = 0;
                 let mut takers = 0;
                 let mut held = false;
                 for p in self.peers.iter_mut() {
                     if !(p.is_established() && p.shares(zi)) {
                         continue;
                     }
+                    sharers += 1;
                     if p.can_take(&self.ctx) {
                         takers += 1;
                         continue;
@@ -519,6 +521,11 @@ impl Engine {
                         held = true;
                         *hold = Some(hold.map_or(until, |h: u64| h.min(until)));
                     }
+                }
+                if sharers == 0 {
+                    // Nobody connected: the changes stay queued; the
+                    // snapshot of the next connection carries them.
+                    break;
                 }
                 if held || takers == 0 {
                     // Nobody to take them, or someone to wait for: the
@@ -538,7 +545,8 @@ impl Engine {
                         ngx_log_error!(
                             NGX_LOG_ERR,
                             log,
-                            "zone_sync: record of {} bytes in zone \"{}\" exceeds a \"zone_sync_buffers\" buffer, not sent",
+                            "zone_sync: record \"{}\" of {} bytes in zone \"{}\" exceeds a \"zone_sync_buffers\" buffer, not sent",
+                            wire::escape(r.key, super::peer::KEY_LOGGED),
                             len,
                             String::from_utf8_lossy(zone.name())
                         );

@@ -32,7 +32,7 @@ use crate::ngx_ext::current_msec;
 const SNAPSHOT_ROUNDS: usize = 32;
 
 /// How much of a record key a log line shows.
-const KEY_LOGGED: usize = 64;
+pub const KEY_LOGGED: usize = 64;
 
 /// What happened to a peer, for the engine to act on.
 #[derive(Debug)]
