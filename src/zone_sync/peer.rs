@@ -177,7 +177,9 @@ impl Peer {
             .is_some_and(|s| s.shared_zones().contains(&zi))
     }
 
-    /// Live (no snapshot pass running) with every frame acknowledged.
+    /// Whether this peer lets a change leave at once: every frame is
+    /// acknowledged, or it is in a snapshot pass (whose frames keep it busy
+    /// for long; changes go to it when it has room).
     pub fn idle(&self) -> bool {
         self.state != State::Live || self.in_flight.is_empty()
     }
