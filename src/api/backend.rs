@@ -94,7 +94,7 @@ impl Backend for NodeBackend {
         }
         let st = status::get();
         // SAFETY: the running cycle; its zones outlive the request.
-        let zones = unsafe { crate::kinds::zones(self.cycle) }
+        let zones = unsafe { crate::registry::zones(self.cycle) }
             .into_iter()
             .filter(|z| z.synced())
             .map(|z| ZoneSyncZone {

@@ -80,7 +80,7 @@ impl KeyvalZone {
                     );
                 }
                 if out.wake {
-                    crate::zone_sync::wake();
+                    crate::kinds::wake();
                 }
                 Ok(())
             }
@@ -109,7 +109,7 @@ impl KeyvalZone {
         };
         let found = store.delete(key, current_msec(), wall_ms(), crate::node_id());
         if found && self.sync {
-            crate::zone_sync::wake();
+            crate::kinds::wake();
         }
         found
     }
@@ -156,7 +156,7 @@ impl KeyvalZone {
             );
         }
         if self.sync {
-            crate::zone_sync::wake();
+            crate::kinds::wake();
         }
     }
 
@@ -165,7 +165,7 @@ impl KeyvalZone {
         if let Some(store) = self.store() {
             store.clear(current_msec(), wall_ms(), crate::node_id());
             if self.sync {
-                crate::zone_sync::wake();
+                crate::kinds::wake();
             }
         }
     }

@@ -191,7 +191,7 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             );
         }
         if res.wake {
-            crate::zone_sync::wake();
+            crate::kinds::wake();
         }
         ngx_log_debug!(
             log,
@@ -308,7 +308,7 @@ fn account(
             continue;
         };
         if wake {
-            crate::zone_sync::wake();
+            crate::kinds::wake();
         }
         let d = rate::delay_ms(ex, limit.delay as u64, zone.rate);
         if d > max_delay {
