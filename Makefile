@@ -23,7 +23,8 @@ PROVE_JOBS  ?= 1
 # Debian packages the build and the tests need.
 DEB_PACKAGES := clang libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config \
                 openssl curl faketime libio-socket-ssl-perl libnet-dns-perl \
-                golang-go golang-github-nginxinc-nginx-plus-go-client-dev gdb
+                golang-go golang-github-nginxinc-nginx-plus-go-client-dev \
+                prometheus-nginx-exporter chromium gdb
 
 ifeq ($(PROFILE),release)
 CARGO_PROFILE_FLAG := --release

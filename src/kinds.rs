@@ -1,14 +1,12 @@
 //! The one interface between the sync engine and the kinds of zones it
 //! keeps in sync. The engine sees a zone only as a [`SyncZone`]: it drains
 //! local changes, iterates a snapshot, applies remote records and reads
-//! counters. A new kind implements the trait and adds one line to
-//! [`KINDS`]; the engine does not change.
+//! counters; a zone tells the engine that a change is queued through the
+//! [`wake`] hook the engine installs. A new kind implements the trait and
+//! adds one line to `crate::registry::KINDS`; the engine does not change.
+//! This file imports neither the engine nor any kind.
 
-use core::ffi::c_void;
-use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
-
-use nginx_sys::{ngx_cycle_t, ngx_list_part_t, ngx_module_t, ngx_shm_zone_t};
 
 /// A record as it travels between a zone and the wire (docs/PROTOCOL.md).
 pub use zone_sync_core::wire::RecordRef as Record;
@@ -83,49 +81,19 @@ pub trait SyncZone {
     fn housekeeping(&self, now: u64);
 }
 
-/// A kind: the module whose shared zones it owns, and how to view such a
-/// zone's `shm_zone->data` as a [`SyncZone`].
-struct Kind {
-    module: fn() -> *const ngx_module_t,
-    view: unsafe fn(*mut c_void) -> Option<&'static dyn SyncZone>,
-}
-
-/// Every kind of zone this module can sync.
-static KINDS: &[Kind] = &[
-    Kind {
-        module: crate::keyval::http::module,
-        view: crate::keyval::zone::view,
-    },
-    Kind {
-        module: crate::keyval::stream::module,
-        view: crate::keyval::zone::view,
-    },
-    Kind {
-        module: crate::limit_req::module::module,
-        view: crate::limit_req::zone::view,
-    },
-];
-
-/// Every initialised zone of `cycle` of a known kind (synced or not).
-///
-/// # Safety
-/// `cycle` is the running cycle; the returned references live as long as it.
-pub unsafe fn zones(cycle: *const ngx_cycle_t) -> Vec<&'static dyn SyncZone> {
-    let mut out = Vec::new();
-    let mut part: *const ngx_list_part_t = ptr::addr_of!((*cycle).shared_memory.part);
-    while !part.is_null() {
-        let elts = (*part).elts.cast::<ngx_shm_zone_t>();
-        for i in 0..(*part).nelts {
-            let zone = elts.add(i);
-            for kind in KINDS {
-                if (*zone).tag == (kind.module)().cast_mut().cast() && !(*zone).data.is_null() {
-                    if let Some(z) = (kind.view)((*zone).data) {
-                        out.push(z);
-                    }
-                }
-            }
-        }
-        part = (*part).next;
+/// What a zone calls when a change is queued (the first one in an empty
+/// queue): runs the hook the engine installed with [`set_wake_hook`], a
+/// no-op until then. Cheap and safe in any process.
+pub fn wake() {
+    if let Some(hook) = WAKE_HOOK.get() {
+        hook();
     }
-    out
 }
+
+/// Installs the engine's wake-up hook (see [`wake`]), in the master before
+/// the workers fork, so that every process has it; once per process.
+pub fn set_wake_hook(hook: fn()) {
+    let _ = WAKE_HOOK.set(hook);
+}
+
+static WAKE_HOOK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();

@@ -19,6 +19,7 @@ pub mod keyval;
 pub mod kinds;
 pub mod limit_req;
 mod ngx_ext;
+mod registry;
 mod shm;
 pub mod zone_sync;
 

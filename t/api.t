@@ -117,13 +117,18 @@ is_deeply($d, [1 .. 9], 'versions list');
 is(header($r, 'Content-Type'), 'application/json', 'content type');
 is(header($r, 'Content-Length'), length(http_content($r)), 'content length');
 
-is_deeply((api(GET => '/api/9/'))[1], [qw/nginx http stream/], 'endpoints');
-is_deeply((api(GET => '/api/9'))[1], [qw/nginx http stream/],
-    'endpoints without slash');
-is_deeply((api(GET => '/api/9/http/'))[1], ['keyvals'], 'http endpoints');
-is_deeply((api(GET => '/api/9/stream/'))[1], ['keyvals'],
+my @root = qw/nginx processes connections slabs http stream resolvers ssl
+    workers/;
+is_deeply((api(GET => '/api/9/'))[1], \@root, 'endpoints');
+is_deeply((api(GET => '/api/9'))[1], \@root, 'endpoints without slash');
+is_deeply((api(GET => '/api/9/http/'))[1], [qw/requests server_zones
+    location_zones caches limit_conns limit_reqs keyvals upstreams/],
+    'http endpoints');
+is_deeply((api(GET => '/api/9/stream/'))[1],
+    [qw/server_zones limit_conns keyvals upstreams/],
     'stream endpoints without zone_sync');
-is_deeply((api(GET => '/api/1/stream/'))[1], [], 'stream endpoints of v1');
+is_deeply((api(GET => '/api/1/stream/'))[1], [qw/server_zones upstreams/],
+    'stream endpoints of v1');
 is_deeply((api(GET => '/exact'))[1], [1 .. 9], 'exact location');
 
 # unknown versions and paths

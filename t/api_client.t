@@ -4,9 +4,10 @@
 # API on a live 3-node cluster: the NGINX Plus Go client
 # (github.com/nginxinc/nginx-plus-go-client, Debian's
 # golang-github-nginxinc-nginx-plus-go-client-dev) driven by
-# scripts/plus-go-client: it reads /stream/zone_sync and manages http and
-# stream keyvals through its own methods; writes on one node must show on
-# the others.  Skipped when Go or the library is not installed.
+# scripts/plus-go-client: it reads /stream/zone_sync and every status
+# endpoint (GetStats: our zones' slab figures, the limit_req zone, nginx's
+# connection counters), and manages http and stream keyvals through its own
+# methods; writes on one node must show on the others.  Skipped when Go or the library is not installed.
 
 use strict;
 use warnings;
@@ -54,6 +55,8 @@ http {
     keyval_zone  zone=one:1m sync;
     keyval       $arg_k $kv zone=one;
 
+    sync_limit_req_zone $arg_who zone=perip:1m rate=10r/s sync;
+
     server {
         listen 127.0.0.1:%%NODE_HTTP%%;
 
@@ -75,7 +78,7 @@ my $apis = join ',', map { 'http://127.0.0.1:' . $c->http_port($_) . '/api' }
     0 .. 2;
 
 local $ENV{PLUS_GO_CLIENT_WORKDIR} = $work;
-my $out = `$script -api $apis -zone one -stream-zone skv -timeout 10s 2>&1`;
+my $out = `$script -api $apis -zone one -stream-zone skv -limit-zone perip -timeout 10s 2>&1`;
 my $rc = $? >> 8;
 
 is($rc, 0, 'the NGINX Plus Go client passes against a 3-node cluster')

@@ -136,7 +136,8 @@ is_deeply([sort keys %{$st->{zones}}], [qw/one skv tmo/],
     'synced zones listed, the local one not');
 is_deeply([sort keys %{$st->{zones}{one}}],
     [qw/records_pending records_total/], 'zone members');
-is_deeply((api(0, GET => '/stream/'))[1], [qw/keyvals zone_sync/],
+is_deeply((api(0, GET => '/stream/'))[1],
+    [qw/server_zones limit_conns keyvals zone_sync upstreams/],
     'stream endpoints list zone_sync');
 is_deeply((api(0, GET => '/stream/zone_sync/?fields=zones'))[1],
     { zones => $st->{zones} }, 'zone_sync fields');

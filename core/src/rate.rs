@@ -5,9 +5,11 @@
 //!
 //! Amounts are in thousandths of a request ([`REQUEST`] = 1000), rates in
 //! thousandths of a request per second (`rate=20r/s` is 20000, `rate=30r/m`
-//! is 500, truncated as nginx does), times in milliseconds (nginx's
-//! monotonic `ngx_current_msec`; synced zones use the wall clock, on which
-//! received shares are dated).
+//! is 500, truncated as nginx does), times in milliseconds on nginx's
+//! monotonic clock (`ngx_current_msec`), in every zone, synced or not: a
+//! step of the wall clock moves no bucket.  Records do not carry times but
+//! ages ([`age`]: how long before the record was built its share was
+//! stated), so nodes never compare their clocks either.
 //!
 //! # nginx's bucket, in level form
 //!
@@ -36,6 +38,16 @@
 //! a receiver replaces its copy of that node's share, aged by the time since
 //! the sender's update with the same proportional rule ([`apply`]).
 //!
+//! # What a peer may claim
+//!
+//! A node admits a request only while the level is at most the burst (plus
+//! the [`slack`]), and then adds one request: no share can legitimately
+//! hold more than the largest `burst` configured with the zone plus one
+//! request and the slack ([`share_cap`]).  A received share is clamped
+//! there, so a peer that claims more (a forged or corrupted record) limits
+//! the key at most as long as a full bucket would, and its share drains at
+//! the zone's rate like any other.
+//!
 //! Given timely sync every node sees the same pool, so the cluster admits
 //! what one nginx would: at most `burst + 1` at once and `rate` over time,
 //! wherever the requests land.  What a node has not heard of yet (sync
@@ -56,9 +68,8 @@ pub const REQUEST: u64 = 1000;
 /// has this many, a new peer's share replaces the smallest one if larger.
 pub const MAX_PEERS: usize = 15;
 
-/// The largest share taken from a peer (2^48 thousandths, far above any
-/// real bucket), so that sums of shares never overflow whatever a peer
-/// sends.
+/// The largest share cap (2^48 thousandths, far above any real bucket), so
+/// that sums of shares never overflow whatever the configuration.
 pub const MAX_SHARE: u64 = 1 << 48;
 
 /// How early (ms) a request may come in a synced zone and still be on
@@ -106,10 +117,11 @@ pub struct Bucket {
 pub struct Contribution {
     pub origin: u64,
     pub hlc: u64,
-    /// The share as of its sender's last update of it.
+    /// The share as of its sender's last update of it, clamped by the
+    /// receiver to its [`share_cap`].
     pub milli: u64,
-    /// How long ago that update was (receiver's wall clock minus the
-    /// record's `last_ms`; 0 if in the future).
+    /// How long before the record was built that update was (the record's
+    /// [`age`]).
     pub age_ms: u64,
 }
 
@@ -356,15 +368,28 @@ pub fn is_stale(b: &Bucket, peers: &[Share], rate: u64, now: u64) -> bool {
     total(b, peers).saturating_sub(d) <= REQUEST
 }
 
-/// The wall-clock time (ms) of the pool's `last`, given the monotonic and
-/// the wall clock now.
-pub fn last_wall(b: &Bucket, now: u64, wall: u64) -> u64 {
-    wall.saturating_sub(elapsed(now, b.last))
+/// How long ago (ms) the pool's shares were stated, at `now`: what a
+/// record built at `now` carries, so that the receiver ages the share by
+/// as much on its own clock.  The time the record then spends queued and
+/// in transit is not counted: the receiver counts the share that much
+/// longer (stricter, never looser).
+pub const fn age(b: &Bucket, now: u64) -> u64 {
+    elapsed(now, b.last)
 }
 
-/// How long ago a record's `last_ms` was, by our wall clock.
-pub const fn age_of(last_ms: u64, wall: u64) -> u64 {
-    wall.saturating_sub(last_ms)
+/// The most a peer's share of a key can legitimately hold in a zone whose
+/// largest `burst` is `max_burst` (both in bucket units): the burst, the
+/// request admitted at it, and the [`slack`].  Received shares are clamped
+/// to it.
+pub const fn share_cap(max_burst: u64, rate: u64) -> u64 {
+    let c = max_burst
+        .saturating_add(REQUEST)
+        .saturating_add(slack(rate));
+    if c > MAX_SHARE {
+        MAX_SHARE
+    } else {
+        c
+    }
 }
 
 /// The tolerance of a synced zone's bucket: a request finding the level up
@@ -573,6 +598,46 @@ mod tests {
         assert_eq!(total(&b, &peers), MAX_SHARE * MAX_PEERS as u64);
         advance(&mut b, &mut peers, r, 1_000_000);
         assert_eq!(total(&b, &peers), MAX_SHARE * MAX_PEERS as u64 - 1_000_000);
+    }
+
+    #[test]
+    fn share_caps() {
+        // burst=5, 10r/s: five requests, the sixth admitted at the burst,
+        // and 2 ms of the rate.
+        assert_eq!(share_cap(5 * REQUEST, rate_milli(10, false)), 6020);
+        assert_eq!(share_cap(0, rate_milli(1, true)), 1000);
+        assert_eq!(share_cap(u64::MAX, 1000), MAX_SHARE);
+    }
+
+    #[test]
+    fn a_forged_share_limits_no_longer_than_a_full_bucket() {
+        // rate=2r/s burst=4: a peer claims 2^60 thousandths; clamped, the
+        // key is limited until the claim drained to the burst (0.5 s), as
+        // if a client had used the whole burst, then admits at the rate,
+        // and the claim is gone once the bucket empties.
+        let (r, burst) = (rate_milli(2, false), 4 * REQUEST);
+        let cap = share_cap(burst, r);
+        let mut o = Ours::new();
+        let c = Contribution {
+            origin: 7,
+            hlc: 1,
+            milli: (1u64 << 60).min(cap),
+            age_ms: 0,
+        };
+        assert_eq!(
+            apply(&mut o.b, &mut o.peers, r, 0, &c, SELF, true),
+            Applied::Stored
+        );
+        let t0 = (cap - burst - slack(r)) * 1000 / r;
+        assert!(!o.request_slack(r, burst, slack(r), t0 - 1).0);
+        assert!(o.request_slack(r, burst, slack(r), t0).0);
+        // the next one a request later, at the rate
+        assert!(!o.request_slack(r, burst, slack(r), t0 + 400).0);
+        assert!(o.request_slack(r, burst, slack(r), t0 + 500).0);
+        // idle: the pool, forged share included, empties
+        let empty = t0 + 500 + total(&o.b, &o.peers) * 1000 / r;
+        advance(&mut o.b, &mut o.peers, r, empty);
+        assert_eq!((o.b.npeers, o.b.own), (0, 0));
     }
 
     #[test]
@@ -929,6 +994,53 @@ mod tests {
                 prop_assert!(s.milli >= want(o.milli) && s.milli <= want(o.milli) + n);
                 prop_assert!(s.milli <= o.milli);
             }
+        }
+
+        /// No share a node builds exceeds the cap its peers clamp to,
+        /// whatever the requests: the clamp never cuts a real share.
+        #[test]
+        fn own_share_within_cap(
+            r in 1u64..100,
+            per_minute in any::<bool>(),
+            burst in 0u64..20,
+            steps in proptest::collection::vec(0u64..200, 1..300),
+        ) {
+            let rate = rate_milli(r, per_minute).max(1);
+            let burst = burst * REQUEST;
+            let cap = share_cap(burst, rate);
+            let mut o = Ours::new();
+            let mut now = 0;
+            for step in steps {
+                now += step;
+                o.request_slack(rate, burst, slack(rate), now);
+                prop_assert!(o.b.own <= cap, "{} > {}", o.b.own, cap);
+            }
+        }
+
+        /// A share travels as an age, so the sender's and the receiver's
+        /// clocks need not agree: with instant delivery the receiver sees
+        /// the share the sender has, whatever the two clocks read.
+        #[test]
+        fn ages_need_no_common_clock(
+            r in 1u64..100,
+            own in 1u64..50_000,
+            idle in 0u64..5_000,
+            sender_base in 0u64..(1 << 62),
+            receiver_base in 0u64..(1 << 62),
+        ) {
+            let rate = rate_milli(r, false);
+            let mut s = Ours::new();
+            s.b.last = sender_base;
+            s.b.own = own;
+            let sent_at = sender_base + idle;
+            let c = Contribution { origin: 7, hlc: 1, milli: own, age_ms: age(&s.b, sent_at) };
+            let mut o = Ours::new();
+            o.b.last = receiver_base;
+            apply(&mut o.b, &mut o.peers, rate, receiver_base, &c, SELF, true);
+            prop_assert_eq!(
+                level(&o.b, &o.peers, rate, receiver_base),
+                level(&s.b, &s.peers, rate, sent_at)
+            );
         }
 
         /// With instant sync, a cluster of any size admits what one bucket

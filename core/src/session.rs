@@ -17,7 +17,7 @@
 //!    out of complete frames, so one ACK covers a whole read.
 //! 3. Write [`Session::outgoing`] to the socket and drain what was written.
 //! 4. Call [`Session::poll_timers`] at [`Session::next_timer`]: it queues
-//!    HEARTBEATs and reports the receive timeout.
+//!    HEARTBEATs and reports the deadlines (receive, HELLO, acknowledgement).
 //!
 //! Any `Err` ends the session: the session has queued an ERROR frame for
 //! the peer if there is one to send; write it out if possible, then close.
@@ -251,6 +251,12 @@ pub enum SessionError {
     SelfConnect,
     /// Nothing received for `timeout_ms`.
     Timeout,
+    /// The peer's HELLO was not complete `timeout_ms` after the session
+    /// started.
+    HelloTimeout,
+    /// (Client) frames were waiting for an acknowledgement and none came
+    /// for `timeout_ms`.
+    AckTimeout,
     /// A call this session cannot honour now (caller's bug); the session
     /// goes on.
     InvalidState(&'static str),
@@ -262,7 +268,10 @@ impl SessionError {
         match self {
             SessionError::Wire(e) => Some(e.error_code()),
             SessionError::SelfConnect => Some(ErrorCode::SELF),
-            SessionError::Timeout | SessionError::InvalidState(_) => None,
+            SessionError::Timeout
+            | SessionError::HelloTimeout
+            | SessionError::AckTimeout
+            | SessionError::InvalidState(_) => None,
             _ => Some(ErrorCode::PROTOCOL),
         }
     }
@@ -291,6 +300,8 @@ impl fmt::Display for SessionError {
             SessionError::DuplicateSnapshotDone => f.write_str("duplicate snapshot done"),
             SessionError::SelfConnect => f.write_str("connected to itself"),
             SessionError::Timeout => f.write_str("timed out"),
+            SessionError::HelloTimeout => f.write_str("no hello in time"),
+            SessionError::AckTimeout => f.write_str("acknowledgement timed out"),
             SessionError::InvalidState(what) => f.write_str(what),
         }
     }
@@ -330,6 +341,9 @@ pub struct SessionStats {
 #[derive(Debug, Default)]
 struct Tx {
     last_sent_seq: u64,
+    /// Since when frames wait for an acknowledgement (the first frame
+    /// sent with none in flight, or the last ACK that left some).
+    ack_wait_since: Option<u64>,
     snapshot_seq: u64,
     last_send_ms: u64,
     stats: SessionStats,
@@ -365,6 +379,9 @@ struct Inner {
     hello_sent: bool,
     clock: u64,
     last_recv_ms: u64,
+    /// When the session started: the peer's HELLO is due by then plus
+    /// `timeout_ms`.
+    started_ms: u64,
     // client
     acked_seq: u64,
     snapshot_done_sent: bool,
@@ -396,6 +413,7 @@ impl Session {
             hello_sent: false,
             clock: now_ms,
             last_recv_ms: now_ms,
+            started_ms: now_ms,
             acked_seq: 0,
             snapshot_done_sent: false,
             last_recv_seq: 0,
@@ -573,17 +591,36 @@ impl Session {
         }))
     }
 
-    /// Queues HEARTBEAT when due and checks the receive timeout at
-    /// `now_ms`.  `Err(Timeout)` ends the session.
+    /// Queues HEARTBEAT when due and checks the deadlines at `now_ms`:
+    /// something received every `timeout_ms` ([`SessionError::Timeout`]),
+    /// the peer's HELLO within `timeout_ms` of the start
+    /// ([`SessionError::HelloTimeout`]), and (client) an acknowledgement
+    /// within `timeout_ms` while frames wait for one
+    /// ([`SessionError::AckTimeout`]).  An error ends the session.
     pub fn poll_timers(&mut self, now_ms: u64) -> Result<(), SessionError> {
         let st = &mut self.st;
         st.tick(now_ms);
         if st.state == State::Closed {
             return Ok(());
         }
-        if st.clock.saturating_sub(st.last_recv_ms) >= st.cfg.timeout_ms {
+        let timeout = st.cfg.timeout_ms;
+        let expired = if st.clock.saturating_sub(st.last_recv_ms) >= timeout {
+            Some(SessionError::Timeout)
+        } else if st.state == State::AwaitHello && st.clock.saturating_sub(st.started_ms) >= timeout
+        {
+            Some(SessionError::HelloTimeout)
+        } else if st
+            .tx
+            .ack_wait_since
+            .is_some_and(|t| st.clock.saturating_sub(t) >= timeout)
+        {
+            Some(SessionError::AckTimeout)
+        } else {
+            None
+        };
+        if let Some(e) = expired {
             st.state = State::Closed;
-            return Err(SessionError::Timeout);
+            return Err(e);
         }
         let interval = (st.cfg.timeout_ms / 3).max(MIN_HEARTBEAT_MS);
         if st.hello_sent
@@ -603,7 +640,13 @@ impl Session {
         if st.state == State::Closed {
             return u64::MAX;
         }
-        let timeout = st.last_recv_ms.saturating_add(st.cfg.timeout_ms);
+        let mut timeout = st.last_recv_ms.saturating_add(st.cfg.timeout_ms);
+        if st.state == State::AwaitHello {
+            timeout = timeout.min(st.started_ms.saturating_add(st.cfg.timeout_ms));
+        }
+        if let Some(t) = st.tx.ack_wait_since {
+            timeout = timeout.min(t.saturating_add(st.cfg.timeout_ms));
+        }
         if st.hello_sent {
             let hb = st
                 .tx
@@ -819,6 +862,9 @@ impl Inner {
                         sent: self.tx.last_sent_seq,
                     });
                 }
+                if seq > self.acked_seq {
+                    self.tx.ack_wait_since = (seq < self.tx.last_sent_seq).then_some(self.clock);
+                }
                 self.acked_seq = seq;
                 Ok(Action::Ack(seq))
             }
@@ -932,6 +978,7 @@ impl RecordsWriter<'_> {
         tx.stats.records_out += u64::from(builder.count());
         builder.finish();
         tx.last_sent_seq = seq;
+        tx.ack_wait_since.get_or_insert(now);
         if snapshot {
             tx.snapshot_seq = seq;
         }

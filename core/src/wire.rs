@@ -23,6 +23,11 @@ pub const PROTOCOL_VERSION: u16 = 1;
 pub const LEN_BYTES: usize = 4;
 /// Bytes of the length field and the type byte.
 pub const FRAME_HEADER_LEN: usize = 5;
+/// What a [`FrameReader`] allocates first: frames larger than this get a
+/// buffer as large as they are (up to the frame limit) once their length
+/// field is in.
+pub const RECV_CHUNK: usize = 16384;
+
 /// Smallest frame limit a [`FrameReader`] accepts (smaller limits are
 /// raised to it); an ERROR frame with the longest text always fits.
 pub const MIN_FRAME_LIMIT: usize = 1024;
@@ -547,6 +552,26 @@ impl ErrorFrame<'_> {
     }
 }
 
+/// Bytes from the wire made safe for a log line: printable ASCII stays,
+/// every other byte (newlines, control characters, quotes, backslashes,
+/// non-ASCII) is written `\\xNN`; at most `max` bytes are shown, followed
+/// by `...` if there were more.
+pub fn escape(bytes: &[u8], max: usize) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len().min(max));
+    for &b in bytes.iter().take(max) {
+        if (0x20..0x7f).contains(&b) && b != b'\\' && b != b'"' {
+            s.push(b as char);
+        } else {
+            let _ = write!(s, "\\x{b:02x}");
+        }
+    }
+    if bytes.len() > max {
+        s.push_str("...");
+    }
+    s
+}
+
 /// Any decoded frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
@@ -691,12 +716,18 @@ pub struct FrameReader {
     consumed: usize,
     limit: usize,
     error: Option<WireError>,
+    /// A read filled the whole buffer: the peer sends in bulk, the buffer
+    /// may take the frame limit.
+    bulk: bool,
 }
 
 impl FrameReader {
     /// A reader accepting frames of at most `max_frame` bytes (length field
-    /// included; raised to [`MIN_FRAME_LIMIT`] if smaller).  The buffer,
-    /// `max_frame` bytes, is allocated on first use.
+    /// included; raised to [`MIN_FRAME_LIMIT`] if smaller).  Nothing is
+    /// allocated until the first read; the buffer then starts at
+    /// [`RECV_CHUNK`] bytes (or the limit, if smaller) and grows to hold
+    /// the frame being received, or to the limit once a read has filled
+    /// it (the peer sends in bulk).
     pub fn new(max_frame: usize) -> Self {
         Self {
             buf: Vec::new(),
@@ -705,6 +736,7 @@ impl FrameReader {
             consumed: 0,
             limit: max_frame.max(MIN_FRAME_LIMIT),
             error: None,
+            bulk: false,
         }
     }
 
@@ -732,8 +764,20 @@ impl FrameReader {
     /// waiting to be taken by [`next_frame`](Self::next_frame).
     pub fn spare(&mut self) -> &mut [u8] {
         self.settle();
-        if self.buf.len() < self.limit {
-            self.buf.resize(self.limit, 0);
+        // the frame being received, once its length field is in (a length
+        // over the limit is refused by next_frame, not allocated)
+        let head = &self.buf[self.start..self.end];
+        let pending = match head.get(..LEN_BYTES) {
+            Some(l) => LEN_BYTES + u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize,
+            None => 0,
+        };
+        let want = if self.bulk {
+            self.limit
+        } else {
+            RECV_CHUNK.max(pending).min(self.limit)
+        };
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
         }
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
@@ -746,6 +790,9 @@ impl FrameReader {
     /// Marks `n` bytes of [`spare`](Self::spare) as filled.
     pub fn commit(&mut self, n: usize) {
         self.end += n.min(self.buf.len() - self.end);
+        if n > 0 && self.end == self.buf.len() {
+            self.bulk = true;
+        }
     }
 
     /// Copies as much of `bytes` as fits; returns how many were taken.
@@ -1000,7 +1047,8 @@ pub mod limit_req {
     pub struct LimitReqValue {
         /// Excess in thousandths of a request, as nginx's limit_req keeps it.
         pub excess_milli: u64,
-        /// Time of the last update, ms since the Unix epoch.
+        /// How long before the record was built the share was stated, in
+        /// ms (kind_version 2; see `rate::age`).
         pub last_ms: u64,
     }
 
@@ -1032,6 +1080,49 @@ mod tests {
     use proptest::prelude::*;
 
     const LIMIT: usize = 65536;
+
+    #[test]
+    fn reader_allocates_as_frames_need() {
+        let mut r = FrameReader::new(1 << 20);
+        assert_eq!(r.buf.capacity(), 0, "nothing before the first read");
+        assert_eq!(r.spare().len(), RECV_CHUNK);
+        // one byte of a frame: still one chunk
+        r.push(&[0]);
+        assert_eq!(r.buf.len(), RECV_CHUNK);
+        // a 100000-byte frame announced: room for exactly that frame
+        let len = 100_000u32 - LEN_BYTES as u32;
+        r.push(&len.to_be_bytes()[1..]);
+        assert_eq!(r.spare().len(), 100_000 - LEN_BYTES);
+        assert_eq!(r.buf.len(), 100_000);
+        let mut body = vec![0u8; len as usize];
+        body[0] = FRAME_HEARTBEAT + 0x40;
+        assert_eq!(r.push(&body), body.len());
+        assert!(matches!(r.next_frame(), Ok(Some(_))));
+        assert_eq!(r.next_frame(), Ok(None));
+        // a read that fills the buffer: the limit from then on
+        let mut r = FrameReader::new(1 << 20);
+        let n = r.spare().len();
+        r.commit(n);
+        assert_eq!(r.spare().len(), (1 << 20) - RECV_CHUNK);
+        // a small limit caps the first allocation
+        let mut r = FrameReader::new(2000);
+        assert_eq!(r.spare().len(), 2000);
+        // a length over the limit allocates nothing more
+        let mut r = FrameReader::new(1 << 20);
+        r.push(&u32::MAX.to_be_bytes());
+        assert!(r.next_frame().is_err());
+        assert_eq!(r.buf.len(), RECV_CHUNK);
+    }
+
+    #[test]
+    fn escape_for_logs() {
+        assert_eq!(escape(b"plain text", 64), "plain text");
+        assert_eq!(
+            escape(b"a\nfake [emerg] \"x\\\xff", 64),
+            "a\\x0afake [emerg] \\x22x\\x5c\\xff"
+        );
+        assert_eq!(escape(b"abcdef", 3), "abc...");
+    }
 
     fn one(buf: &[u8]) -> (u8, &[u8]) {
         let (f, n) = split_frame(buf, LIMIT).unwrap().unwrap();

@@ -4,8 +4,8 @@
 
 use zone_sync_core::api::json::{self, Value};
 use zone_sync_core::api::{
-    handle, Backend, BackendError, KeyvalChange, KeyvalEntry, Method, Namespace, NginxInfo,
-    Request, Response, ZoneSyncStatus, ZoneSyncZone,
+    handle, Backend, BackendError, KeyvalChange, KeyvalEntry, LimitReqZone, Method, Namespace,
+    NginxInfo, Request, Response, SlabSlot, SlabZone, StubStatus, ZoneSyncStatus, ZoneSyncZone,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +76,10 @@ pub struct Fake {
     pub zones: Vec<Zone>,
     /// Every write method call, successful or not.
     pub calls: Vec<Call>,
+    pub stub: Option<StubStatus>,
+    pub respawned: Option<u64>,
+    pub slabs: Vec<SlabZone>,
+    pub limit_reqs: Vec<LimitReqZone>,
 }
 
 impl Default for Fake {
@@ -134,6 +138,38 @@ impl Fake {
             }),
             zones: vec![one, Zone::new(Namespace::Http, b"empty"), s1],
             calls: Vec::new(),
+            stub: Some(StubStatus {
+                accepted: 100,
+                handled: 97,
+                active: 12,
+                reading: 1,
+                writing: 2,
+                waiting: 9,
+                requests: 345,
+            }),
+            respawned: Some(1),
+            slabs: vec![SlabZone {
+                name: b"one".to_vec(),
+                pages_used: 3,
+                pages_free: 250,
+                slots: (3..12)
+                    .map(|shift| SlabSlot {
+                        size: 1 << shift,
+                        used: shift,
+                        free: 2 * shift,
+                        reqs: 10 * shift,
+                        fails: u64::from(shift == 11),
+                    })
+                    .collect(),
+            }],
+            limit_reqs: vec![LimitReqZone {
+                name: b"perip".to_vec(),
+                passed: 15,
+                delayed: 4,
+                rejected: 3,
+                delayed_dry_run: 1,
+                rejected_dry_run: 2,
+            }],
         }
     }
 
@@ -166,6 +202,22 @@ impl Backend for Fake {
 
     fn zone_sync(&self) -> Option<ZoneSyncStatus> {
         self.sync.clone()
+    }
+
+    fn stub_status(&self) -> Option<StubStatus> {
+        self.stub
+    }
+
+    fn respawned(&self) -> Option<u64> {
+        self.respawned
+    }
+
+    fn slabs(&self) -> Vec<SlabZone> {
+        self.slabs.clone()
+    }
+
+    fn limit_reqs(&self) -> Vec<LimitReqZone> {
+        self.limit_reqs.clone()
     }
 
     fn keyval_zones(&self, ns: Namespace) -> Vec<Vec<u8>> {

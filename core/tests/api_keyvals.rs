@@ -984,6 +984,18 @@ impl zone_sync_core::api::Backend for Refuser {
     fn zone_sync(&self) -> Option<zone_sync_core::api::ZoneSyncStatus> {
         None
     }
+    fn stub_status(&self) -> Option<zone_sync_core::api::StubStatus> {
+        None
+    }
+    fn respawned(&self) -> Option<u64> {
+        None
+    }
+    fn slabs(&self) -> Vec<zone_sync_core::api::SlabZone> {
+        Vec::new()
+    }
+    fn limit_reqs(&self) -> Vec<zone_sync_core::api::LimitReqZone> {
+        Vec::new()
+    }
     fn keyval_zones(&self, _: Namespace) -> Vec<Vec<u8>> {
         vec![b"z".to_vec()]
     }

@@ -28,36 +28,65 @@ fn endpoint_lists() {
     for path in ["/9", "/9/", "9", "9/"] {
         assert_eq!(
             text(&get(&mut f, path, "")),
-            r#"["nginx","http","stream"]"#,
+            r#"["nginx","processes","connections","slabs","http","stream","resolvers","ssl","workers"]"#,
             "{path}"
         );
     }
-    assert_eq!(text(&get(&mut f, "/9/http/", "")), r#"["keyvals"]"#);
-    assert_eq!(text(&get(&mut f, "/9/http", "")), r#"["keyvals"]"#);
+    let http = r#"["requests","server_zones","location_zones","caches","limit_conns","limit_reqs","keyvals","upstreams"]"#;
+    assert_eq!(text(&get(&mut f, "/9/http/", "")), http);
+    assert_eq!(text(&get(&mut f, "/9/http", "")), http);
+    // The newest Go client fetches /stream/zone_sync only when the list
+    // names limit_conns.
     assert_eq!(
         text(&get(&mut f, "/9/stream/", "")),
-        r#"["keyvals","zone_sync"]"#
+        r#"["server_zones","limit_conns","keyvals","zone_sync","upstreams"]"#
     );
     f.sync = None;
-    assert_eq!(text(&get(&mut f, "/9/stream", "")), r#"["keyvals"]"#);
+    assert_eq!(
+        text(&get(&mut f, "/9/stream", "")),
+        r#"["server_zones","limit_conns","keyvals","upstreams"]"#
+    );
 }
 
 #[test]
 fn endpoint_lists_follow_the_version_table() {
     let mut f = Fake::new();
-    assert_eq!(text(&get(&mut f, "/1/stream/", "")), "[]");
-    assert_eq!(text(&get(&mut f, "/2/stream/", "")), r#"["keyvals"]"#);
-    for v in 3..=9 {
+    let stream = |f: &mut Fake, v: u32| text(&get(f, &format!("/{v}/stream/"), "")).to_string();
+    assert_eq!(stream(&mut f, 1), r#"["server_zones","upstreams"]"#);
+    assert_eq!(
+        stream(&mut f, 2),
+        r#"["server_zones","keyvals","upstreams"]"#
+    );
+    for v in 3..=5 {
         assert_eq!(
-            text(&get(&mut f, &format!("/{v}/stream/"), "")),
-            r#"["keyvals","zone_sync"]"#
+            stream(&mut f, v),
+            r#"["server_zones","keyvals","zone_sync","upstreams"]"#
         );
     }
-    for v in 1..=9 {
+    for v in 6..=9 {
         assert_eq!(
-            text(&get(&mut f, &format!("/{v}/http/"), "")),
-            r#"["keyvals"]"#
+            stream(&mut f, v),
+            r#"["server_zones","limit_conns","keyvals","zone_sync","upstreams"]"#
         );
+    }
+    let http = |f: &mut Fake, v: u32| text(&get(f, &format!("/{v}/http/"), "")).to_string();
+    for v in 1..=4 {
+        assert_eq!(
+            http(&mut f, v),
+            r#"["requests","server_zones","caches","keyvals","upstreams"]"#
+        );
+    }
+    assert_eq!(
+        http(&mut f, 5),
+        r#"["requests","server_zones","location_zones","caches","keyvals","upstreams"]"#
+    );
+    let root = |f: &mut Fake, v: u32| text(&get(f, &format!("/{v}/"), "")).to_string();
+    let old_root = r#"["nginx","processes","connections","slabs","http","stream","ssl"]"#;
+    assert_eq!(root(&mut f, 4), old_root);
+    let v5_root =
+        r#"["nginx","processes","connections","slabs","http","stream","resolvers","ssl"]"#;
+    assert_eq!(root(&mut f, 8), v5_root);
+    for v in 1..=9 {
         assert_eq!(get(&mut f, &format!("/{v}/nginx"), "").status, 200);
     }
     assert_eq!(versions::CURRENT, 9);
@@ -103,16 +132,23 @@ fn unknown_versions() {
 fn paths_not_found() {
     let mut f = Fake::new();
     for path in [
-        "/9/connections",
+        "/9/connection",
         "/9/nginx/x",
         "/9/nginx/version",
-        "/9/http/upstreams/",
+        "/9/http/upstreams/u1/servers/",
+        "/9/slabs/one/pages",
+        "/9/processes/x",
+        "/5/http/limit_reqs/",
+        "/5/http/limit_conns/",
+        "/5/stream/limit_conns/",
+        "/4/resolvers/",
+        "/4/http/location_zones/",
+        "/8/workers/",
         "/9/http/keyvals/one/extra",
         "/9//http",
         "/9/http//",
         "/9/http/keyvals//",
         "/9/stream/zone_sync/x",
-        "/9/stream/server_zones",
         "/9/HTTP/",
         "/9/http/keyvals/one//",
         "/1/stream/keyvals/",

@@ -694,6 +694,84 @@ fn timers_without_io() {
 }
 
 #[test]
+fn hello_must_complete_within_the_timeout() {
+    // a peer that trickles one byte at a time keeps the receive timeout
+    // from firing, but not the hello deadline
+    let mut s = Session::new(Role::Server, cfg(SERVER_ID, &zones()), 0);
+    let mut hello = Vec::new();
+    wire::encode_hello(&mut hello, CLIENT_ID, &[]);
+    let mut t = 0;
+    for b in &hello[..hello.len() - 1] {
+        t += TIMEOUT / 4;
+        if t >= TIMEOUT {
+            break;
+        }
+        feed(&mut s, std::slice::from_ref(b), t).unwrap();
+        s.poll_timers(t).unwrap();
+    }
+    assert_eq!(s.next_timer(), TIMEOUT);
+    assert_eq!(s.poll_timers(TIMEOUT), Err(SessionError::HelloTimeout));
+    assert_eq!(SessionError::HelloTimeout.to_string(), "no hello in time");
+    assert!(s.is_closed());
+    assert!(s.outgoing().is_empty(), "no ERROR for a timeout");
+
+    // a completed hello lifts the deadline
+    let mut s = Session::new(Role::Server, cfg(SERVER_ID, &zones()), 0);
+    feed(&mut s, &hello, TIMEOUT - 1).unwrap();
+    assert!(s.is_established());
+    assert!(s.poll_timers(TIMEOUT + 10).is_ok());
+}
+
+#[test]
+fn missing_acks_time_out() {
+    let (mut c, mut s) = pair();
+    assert_eq!(c.next_timer(), 1000);
+    send(&mut c, 0, false, &[rec(1)], 4096);
+    send(&mut c, 0, false, &[rec(2)], 4096);
+    // the server reads both frames and keeps the link alive with
+    // heartbeats, but its ACKs are lost
+    let mut now = 0;
+    while now < TIMEOUT - 100 {
+        now += 100;
+        pump(&mut c, &mut s, now).unwrap();
+        s.poll_timers(now).unwrap();
+        s.outgoing().clear();
+        wire::encode_heartbeat(s.outgoing());
+        pump(&mut s, &mut c, now).unwrap();
+        c.poll_timers(now).unwrap();
+    }
+    assert_eq!(c.in_flight(), 2);
+    assert_eq!(c.poll_timers(TIMEOUT), Err(SessionError::AckTimeout));
+    assert_eq!(
+        SessionError::AckTimeout.to_string(),
+        "acknowledgement timed out"
+    );
+
+    // an ACK that leaves frames in flight restarts the wait; one that
+    // covers everything ends it
+    let (mut c, _s) = pair();
+    send(&mut c, 0, false, &[rec(1)], 4096);
+    send(&mut c, 0, false, &[rec(2)], 4096);
+    let mut bytes = Vec::new();
+    wire::encode_ack(&mut bytes, 1);
+    feed(&mut c, &bytes, 2000).unwrap();
+    assert!(c.poll_timers(TIMEOUT + 100).is_ok());
+    let mut hb = Vec::new();
+    wire::encode_heartbeat(&mut hb);
+    feed(&mut c, &hb, 4000).unwrap();
+    assert_eq!(c.poll_timers(2000 + TIMEOUT), Err(SessionError::AckTimeout));
+    let (mut c, _s) = pair();
+    send(&mut c, 0, false, &[rec(1)], 4096);
+    let mut bytes = Vec::new();
+    wire::encode_ack(&mut bytes, 1);
+    wire::encode_heartbeat(&mut bytes);
+    feed(&mut c, &bytes, 2000).unwrap();
+    assert!(c.poll_timers(2000 + TIMEOUT - 1).is_ok());
+    // only the receive timeout is left
+    assert_eq!(c.poll_timers(2000 + TIMEOUT), Err(SessionError::Timeout));
+}
+
+#[test]
 fn sending_counts_as_activity() {
     let (mut c, _s) = pair();
     c.poll_timers(900).unwrap();

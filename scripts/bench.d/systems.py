@@ -5,12 +5,22 @@ the scenarios drive through one interface:
     read(node, key)        the value on a node (None when absent)
     count(node)            records on a node
     bulk_write(pairs)      as fast as the system's write path allows
-    load(pairs)            fill node 0 as fast as possible (any path)
+    load(pairs)            fill node 0 (the same path as bulk_write)
     start_node(i) / stop_node(i)
     pids(node)             processes whose CPU and memory count
+    sync_sockets()         which TCP sockets carry the replication (for ss)
+    probe_args(node, key)  how scripts/bench.d/probe.py reads a key there
+
+Every record expires: our zone has `timeout=1h`, so HAProxy's table has
+`expire 1h` and every Redis write is `SET ... EX 3600`. Every write
+carries the same payload: a 32-byte key and a 64-byte value (HAProxy: a
+`gpt(16)` array, 16 x 32 bits = 64 bytes, written through its HTTP
+frontend; its CLI writes element 0 only).
 
 Every wait is bounded."""
 
+import copy
+import hashlib
 import os
 import shutil
 import signal
@@ -23,8 +33,13 @@ from clients import Http, HaproxyCli, Redis, pipeline, resp_cmd
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+_TAKEN = set()
+
+
 def free_ports(n, start=21000):
-    """n TCP ports on 127.0.0.1 nobody listens on (checked by binding)."""
+    """n TCP ports on 127.0.0.1 nobody listens on (checked by binding) and
+    not handed out before by this process (clusters are made before any
+    of them starts)."""
     out = []
     p = start + (os.getpid() * 7) % 2000
     tries = 0
@@ -35,11 +50,14 @@ def free_ports(n, start=21000):
         p += 1
         if p > 32000:
             p = 21000
+        if p in _TAKEN:
+            continue
         s = socket.socket()
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", p))
             out.append(p)
+            _TAKEN.add(p)
         except OSError:
             pass
         finally:
@@ -135,6 +153,10 @@ def kill_wait(pid, sig=signal.SIGTERM, timeout=20.0):
         pass
 
 
+# every record expires after an hour: our zone's `timeout=1h`
+TTL_S = 3600
+
+
 def key_of(prefix, i):
     """A 32-byte key."""
     k = f"{prefix}{i}"
@@ -142,16 +164,30 @@ def key_of(prefix, i):
 
 
 def value_of(i):
-    """A 64-byte value."""
-    return f"v{i:063d}"
+    """A 64-byte value: the record number and 56 hex digits of its hash, so
+    that no system's transfer gains from compressing the values (Redis's
+    RDB compresses strings with LZF; a run of zeros would shrink 10x)."""
+    return f"v{i:07d}" + hashlib.blake2b(i.to_bytes(8, "little"), digest_size=28).hexdigest()
 
 
-def fnv1a32(b):
-    h = 0x811C9DC5
-    for c in b:
-        h ^= c
-        h = (h * 0x01000193) & 0xFFFFFFFF
-    return h
+def num_of(value):
+    """The record number a value_of() string carries, plus one: what HAProxy
+    stores in its 32-bit gpt elements (never 0: `table_gpt` answers 0 for an
+    absent key)."""
+    return int(value[1:8]) + 1
+
+
+def set_query(key, value):
+    """The query string of every HTTP write, the same bytes for nginx and
+    HAProxy: nginx stores `value`, HAProxy the number `n`."""
+    return f"key={key}&value={value}&n={num_of(value)}"
+
+
+def http_bulk_write(port, pairs):
+    """Pipelined `GET /set?...` requests on 2 keep-alive connections, 256
+    in flight on each: the write path of nginx and of HAProxy's frontend."""
+    reqs = [f"GET /set?{set_query(k, v)} HTTP/1.1\r\nHost: b\r\n\r\n".encode() for k, v in pairs]
+    return pipeline(port, reqs, b"\r\n\r\n", conns=2, depth=256)
 
 
 # ================================================================ zone_sync
@@ -173,8 +209,8 @@ def private_binaries(run_dir):
 class ZoneSync:
     name = "zone_sync"
 
-    def __init__(self, run_dir, nodes=2, interval="1s", zone_size="512m"):
-        self.dir = os.path.join(run_dir, "zone_sync")
+    def __init__(self, run_dir, nodes=2, interval="1s", zone_size="512m", tag="main"):
+        self.dir = os.path.join(run_dir, f"zone_sync-{tag}")
         self.n = nodes
         self.interval = interval
         self.zone_size = zone_size
@@ -225,7 +261,11 @@ class ZoneSync:
             self.master[i] = int(f.read())
         register(self.master[i])
         if wait:
-            wait_port(self.http[i])
+            self.wait_ready(i)
+
+    def wait_ready(self, i):
+        """Until node i answers requests."""
+        wait_port(self.http[i])
 
     def stop_node(self, i):
         if self.master[i]:
@@ -292,7 +332,7 @@ class ZoneSync:
         return sum(1 for m in self.master if m)
 
     def write(self, key, value):
-        st, _ = self.c(0).get(f"/set?key={key}&value={value}")
+        st, _ = self.c(0).get(f"/set?{set_query(key, value)}")
         if st != 204:
             raise RuntimeError(f"set: {st}")
 
@@ -309,14 +349,20 @@ class ZoneSync:
         return self.status(i)["zones"]["bench"]["records_pending"]
 
     def bulk_write(self, pairs, node=0):
-        reqs = [f"GET /set?key={k}&value={v} HTTP/1.1\r\nHost: b\r\n\r\n".encode() for k, v in pairs]
-        return pipeline(self.http[node], reqs, b"\r\n\r\n", conns=2, depth=256)
+        return http_bulk_write(self.http[node], pairs)
 
     def load(self, pairs, node=0):
         """Pipelined writes through the `set` location. (The API's POST
         takes several keys only into an empty zone and at most 16 MiB of
         body, ~150k records, so it cannot load 1M records.)"""
         return self.bulk_write(pairs, node)
+
+    def sync_sockets(self):
+        # every sync connection once: the end on a node's listening port
+        return {"sport": set(self.sync)}
+
+    def probe_args(self, node, key):
+        return ["http", str(self.http[node]), f"/get?key={key}"]
 
     def has_all(self, i, expected, last_keys):
         """Cheap completeness check: the keys known to arrive last are
@@ -344,29 +390,48 @@ defaults
 peers cluster
 {peers}
 
-# A string key of 32 bytes and a 32-bit value (HAProxy stick tables hold
-# counters and tags, not strings).
+# A string key of 32 bytes and the same 64-byte payload as our records:
+# 16 general-purpose tags of 32 bits. Entries expire as our zone's records
+# do (timeout=1h).
 backend st
-    stick-table type string len 32 size {size} store gpt0 peers cluster
+    stick-table type string len 32 size {size} expire 1h store gpt(16) peers cluster
 
-# The request-path scenario: the same three locations as bench-node.conf.
+# The same locations as nginx-conf/bench-node.conf, the same requests:
+# GET /set?key=K&value=V&n=N stores N in all 16 elements (HAProxy's CLI
+# can set element 0 only), GET /get?key=K answers element 0 padded to the
+# 64 bytes of /static, which needs no table.
 frontend web
     mode http
     bind 127.0.0.1:{http_port}
     timeout client 1m
     http-request return status 200 content-type text/plain string "0123456789012345678901234567890123456789012345678901234567890123" if {{ path /static }}
-    http-request return status 200 content-type text/plain lf-string "%[url_param(key),table_gpt0(st)]" if {{ path /get }}
+    http-request return status 200 content-type text/plain lf-string "%[url_param(key),table_gpt(0,st)] 012345678901234567890123456789012345678901234567890123" if {{ path /get }}
+    http-request set-var(txn.n) url_param(n) if {{ path /set }}
     http-request track-sc0 url_param(key) table st if {{ path /set }}
-    http-request sc-set-gpt0(0) rand(1000000) if {{ path /set }}
+{set_gpts}
     http-request return status 204 if {{ path /set }}
 """
 
+# Element 0 holds N (read back by /get and the CLI); elements 1-15 a 32-bit
+# scramble of N, so that they travel as full-size integers (the peers
+# protocol sends integers as varints: small ones would make HAProxy's
+# payload on the wire smaller than 64 bytes).
+SET_GPTS = "\n".join(
+    ["    http-request set-var(txn.m) var(txn.n),mul(2654435761),and(4294967295) if { path /set }"]
+    + [f"    http-request sc-set-gpt({i},0) var(txn.{'n' if i == 0 else 'm'}) if {{ path /set }}"
+       for i in range(16)])
+
 
 class Haproxy:
-    name = "HAProxy"
+    """A HAProxy cluster: `peers` between stick tables. Writes and reads go
+    through its HTTP frontend (path "http", the kind of path nginx's are);
+    cli_view() is the same cluster driven through the stats socket."""
 
-    def __init__(self, run_dir, nodes=2, size="2m"):
-        self.dir = os.path.join(run_dir, "haproxy")
+    name = "HAProxy"
+    path = "http"
+
+    def __init__(self, run_dir, nodes=2, size="2m", tag="main"):
+        self.dir = os.path.join(run_dir, f"haproxy-{tag}")
         self.n = nodes
         self.size = size
         ports = free_ports(2 * nodes, start=23000)
@@ -374,7 +439,15 @@ class Haproxy:
         self.http_ports = ports[nodes:]
         self.proc = [None] * nodes
         self.clis = {}
+        self.https = {}
         self.bin = shutil.which("haproxy") or "/usr/sbin/haproxy"
+
+    def cli_view(self):
+        """The same processes, written and read through the CLI."""
+        v = copy.copy(self)  # shares proc, clis, https: one cluster
+        v.name = "HAProxy CLI"
+        v.path = "cli"
+        return v
 
     def node_dir(self, i):
         return os.path.join(self.dir, f"node{i}")
@@ -385,34 +458,40 @@ class Haproxy:
         os.makedirs(d)
         peers = "\n".join(f"    peer n{j} 127.0.0.1:{p}" for j, p in enumerate(self.peer_ports))
         cfg = os.path.join(d, "haproxy.cfg")
+        conf = HAPROXY_CONF.format(dir=d, peers=peers, size=self.size, http_port=self.http_ports[i],
+                                   set_gpts=SET_GPTS)
         with open(cfg, "w") as f:
-            f.write(HAPROXY_CONF.format(dir=d, peers=peers, size=self.size, http_port=self.http_ports[i]))
+            f.write(conf)
         log = open(os.path.join(d, "haproxy.log"), "w")
         self.proc[i] = subprocess.Popen([self.bin, "-f", cfg, "-L", f"n{i}", "-db"],
                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         register(self.proc[i].pid)
         if wait:
-            sock = os.path.join(d, "cli.sock")
-            wait_until(lambda: os.path.exists(sock), 20, 0.002, "haproxy cli socket")
-            wait_until(lambda: self._try_cli(i), 20, 0.002, "haproxy cli")
+            self.wait_ready(i)
 
-    def start_http_frontend(self, i):
-        return self.http_ports[i]
+    def wait_ready(self, i):
+        """Until node i answers on its CLI and its HTTP frontend."""
+        sock = os.path.join(self.node_dir(i), "cli.sock")
+        wait_until(lambda: os.path.exists(sock), 20, 0.002, "haproxy cli socket")
+        wait_until(lambda: self._try_cli(i), 20, 0.002, "haproxy cli")
+        wait_port(self.http_ports[i])
 
     def _try_cli(self, i):
         try:
             self.cli(i)
             return True
         except OSError:
+            self.clis.pop(i, None)
             return False
 
     def stop_node(self, i):
-        c = self.clis.pop(i, None)
-        if c:
-            try:
-                c.close()
-            except OSError:
-                pass
+        for conns in (self.clis, self.https):
+            c = conns.pop(i, None)
+            if c:
+                try:
+                    c.close()
+                except OSError:
+                    pass
         p = self.proc[i]
         if p:
             p.terminate()
@@ -455,19 +534,34 @@ class Haproxy:
             self.clis[i] = HaproxyCli(os.path.join(self.node_dir(i), "cli.sock"))
         return self.clis[i]
 
+    def http(self, i):
+        if i not in self.https:
+            self.https[i] = Http(self.http_ports[i])
+        return self.https[i]
+
     def write(self, key, value):
-        # the value is the record number (gpt0 is a 32-bit integer)
-        out = self.cli(0).cmd(f"set table st key {key} data.gpt0 {int(value[1:]) & 0x7fffffff}")
-        if out.strip():
-            raise RuntimeError(f"set table: {out!r}")
+        if self.path == "cli":
+            out = self.cli(0).cmd(f"set table st key {key} data.gpt {num_of(value)}")
+            if out.strip():
+                raise RuntimeError(f"set table: {out!r}")
+            return
+        st, _ = self.http(0).get(f"/set?{set_query(key, value)}")
+        if st != 204:
+            raise RuntimeError(f"haproxy /set: {st}")
 
     def read(self, i, key):
-        out = self.cli(i).cmd(f"show table st key {key}")
-        j = out.find("gpt0=")
-        if j < 0:
-            return None
-        num = out[j + 5:].split()[0]
-        return "v%063d" % int(num)
+        """The value whose number element 0 holds, None when absent."""
+        if self.path == "cli":
+            out = self.cli(i).cmd(f"show table st key {key}")
+            j = out.find("gpt0=")
+            num = int(out[j + 5:].split()[0]) if j >= 0 else 0
+        else:
+            st, body = self.http(i).get(f"/get?key={key}")
+            if st != 200:
+                raise RuntimeError(f"haproxy /get: {st}")
+            head = body.split(b" ", 1)[0]
+            num = int(head) if head.isdigit() else 0
+        return value_of(num - 1) if num > 0 else None
 
     def count(self, i):
         out = self.cli(i).cmd("show table")
@@ -475,7 +569,9 @@ class Haproxy:
         return int(out[j + 5:].split()[0].strip(",")) if j >= 0 else 0
 
     def bulk_write(self, pairs, node=0):
-        lines = [f"set table st key {k} data.gpt0 {int(v[1:]) & 0x7fffffff}" for k, v in pairs]
+        if self.path == "http":
+            return http_bulk_write(self.http_ports[node], pairs)
+        lines = [f"set table st key {k} data.gpt {num_of(v)}" for k, v in pairs]
         c = self.cli(node)
         t0 = time.perf_counter()
         c.pipeline(lines)
@@ -486,6 +582,12 @@ class Haproxy:
     def has_all(self, i, expected, last_keys):
         return self.count(i) >= expected
 
+    def sync_sockets(self):
+        return {"sport": set(self.peer_ports)}
+
+    def probe_args(self, node, key):
+        return ["http", str(self.http_ports[node]), f"/get?key={key}"]
+
 
 # ================================================================ Redis
 
@@ -493,8 +595,8 @@ class Haproxy:
 class Redis_:
     name = "Redis"
 
-    def __init__(self, run_dir, nodes=2):
-        self.dir = os.path.join(run_dir, "redis")
+    def __init__(self, run_dir, nodes=2, tag="main"):
+        self.dir = os.path.join(run_dir, f"redis-{tag}")
         self.n = nodes
         self.ports = free_ports(nodes, start=25000)
         self.proc = [None] * nodes
@@ -510,15 +612,21 @@ class Redis_:
         os.makedirs(d)
         args = [self.bin, "--port", str(self.ports[i]), "--bind", "127.0.0.1", "--dir", d,
                 "--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "no",
-                # start a full sync at once (the default waits 5 s for more replicas)
+                # start a full sync at once (the default waits 5 s for more
+                # replicas), streamed to the replica's socket, and loaded
+                # from that socket (no RDB file on the replica's disk)
                 "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
+                "--repl-diskless-load", "on-empty-db",
                 "--logfile", os.path.join(d, "redis.log")]
         if i > 0:
             args += ["--replicaof", "127.0.0.1", str(self.ports[0])]
         self.proc[i] = subprocess.Popen(args, stdin=subprocess.DEVNULL)
         register(self.proc[i].pid)
         if wait:
-            wait_port(self.ports[i])
+            self.wait_ready(i)
+
+    def wait_ready(self, i):
+        wait_port(self.ports[i])
 
     def stop_node(self, i):
         c = self.conns.pop(i, None)
@@ -563,7 +671,7 @@ class Redis_:
         return self.conns[i]
 
     def write(self, key, value):
-        self.c(0).cmd("SET", key, value)
+        self.c(0).cmd("SET", key, value, "EX", TTL_S)
 
     def read(self, i, key):
         v = self.c(i).cmd("GET", key)
@@ -584,7 +692,7 @@ class Redis_:
         step = 1024
         for s in range(0, len(pairs), step):
             chunk = pairs[s:s + step]
-            c.sock.sendall(b"".join(resp_cmd("SET", k, v) for k, v in chunk))
+            c.sock.sendall(b"".join(resp_cmd("SET", k, v, "EX", TTL_S) for k, v in chunk))
             for _ in chunk:
                 c._reply()
         return t0, time.perf_counter()
@@ -595,3 +703,11 @@ class Redis_:
         if self.c(i).info("replication").get("master_link_status") != "up":
             return False
         return self.count(i) >= expected
+
+    def sync_sockets(self):
+        # the replica's end of its link to the master (the master's port
+        # also serves the benchmark's own clients)
+        return {"dport": self.ports[0], "pids": {p.pid for p in self.proc[1:] if p}}
+
+    def probe_args(self, node, key):
+        return ["redis", str(self.ports[node]), key]

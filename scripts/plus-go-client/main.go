@@ -1,11 +1,12 @@
 // Drives the NGINX Plus Go client (github.com/nginxinc/nginx-plus-go-client,
 // Debian's golang-github-nginxinc-nginx-plus-go-client-dev, used unchanged)
 // against a cluster of nginx nodes running this module's `api` directive:
-// it reads the zone_sync status and manages keyvals through the client's
-// own methods, and checks that writes made on one node show on the others.
+// it reads the zone_sync status and every status endpoint (GetStats), and
+// manages keyvals through the client's own methods, and checks that writes
+// made on one node show on the others.
 //
 // Usage: plus-go-client -api http://127.0.0.1:8080/api,http://... \
-//            -zone one [-stream-zone two] [-timeout 10s]
+//            -zone one [-stream-zone two] [-limit-zone three] [-timeout 10s]
 //
 // Prints one "ok - ..." line per check; exits 1 at the first failure.
 package main
@@ -177,10 +178,53 @@ func keyvals(nodes []*client.NginxClient, k kv, kind, zone string) {
 	ok("%s: unknown zone is KeyvalNotFound", kind)
 }
 
+// stats checks GetStats, which reads every status endpoint of the API, on
+// every node: it must succeed and carry our zones' slab figures, the
+// zone_sync status, nginx's connection counters and (with -limit-zone)
+// the zone's limit_req counters.
+func stats(nodes []*client.NginxClient, zones []string, limitZone string) {
+	for i, c := range nodes {
+		st, err := c.GetStats()
+		if err != nil {
+			fail("node %d: GetStats: %v", i, err)
+		}
+		for _, z := range zones {
+			slab, found := st.Slabs[z]
+			if !found {
+				fail("node %d: GetStats: no slab figures for zone %s: %+v", i, z, st.Slabs)
+			}
+			if slab.Pages.Used == 0 || slab.Pages.Free == 0 || len(slab.Slots) == 0 {
+				fail("node %d: GetStats: zone %s slab figures: %+v", i, z, slab)
+			}
+			var reqs uint64
+			for _, s := range slab.Slots {
+				reqs += s.Reqs
+			}
+			if reqs == 0 {
+				fail("node %d: GetStats: zone %s: no slot allocations counted: %+v", i, z, slab.Slots)
+			}
+		}
+		if st.StreamZoneSync == nil || st.StreamZoneSync.Status.NodesOnline != uint64(len(nodes)-1) {
+			fail("node %d: GetStats: zone_sync status: %+v", i, st.StreamZoneSync)
+		}
+		if st.Connections.Accepted == 0 || st.HTTPRequests.Total == 0 {
+			fail("node %d: GetStats: connections %+v, requests %+v", i, st.Connections, st.HTTPRequests)
+		}
+		if limitZone != "" {
+			if _, found := st.HTTPLimitRequests[limitZone]; !found {
+				fail("node %d: GetStats: no limit_req zone %s: %+v", i, limitZone, st.HTTPLimitRequests)
+			}
+		}
+		ok("node %d: GetStats: slabs of %v, zone_sync, %d connections accepted, %d requests",
+			i, zones, st.Connections.Accepted, st.HTTPRequests.Total)
+	}
+}
+
 func main() {
 	apis := flag.String("api", "", "comma-separated API endpoints, one per node")
 	zone := flag.String("zone", "", "http keyval zone (with sync)")
 	streamZone := flag.String("stream-zone", "", "stream keyval zone (with sync)")
+	limitZone := flag.String("limit-zone", "", "a sync_limit_req_zone GetStats must report")
 	flag.DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for replication")
 	flag.Parse()
 	if *apis == "" || *zone == "" {
@@ -224,6 +268,12 @@ func main() {
 			}
 			return ""
 		})
+
+	slabZones := []string{*zone}
+	if *streamZone != "" {
+		slabZones = append(slabZones, *streamZone)
+	}
+	stats(nodes, slabZones, *limitZone)
 
 	before, _ := nodes[0].GetStreamZoneSync()
 	keyvals(nodes, httpKV, "http", *zone)

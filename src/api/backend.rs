@@ -8,8 +8,8 @@ use core::sync::atomic::Ordering;
 
 use nginx_sys::{ngx_cycle_t, ngx_log_t};
 use zone_sync_core::api::{
-    Backend, BackendError, KeyvalChange, KeyvalEntry, Namespace, NginxInfo, ZoneSyncStatus,
-    ZoneSyncZone,
+    Backend, BackendError, KeyvalChange, KeyvalEntry, LimitReqZone, Namespace, NginxInfo, SlabZone,
+    StubStatus, ZoneSyncStatus, ZoneSyncZone,
 };
 
 use crate::keyval::store::{ApiWriteError, StoreError};
@@ -94,7 +94,7 @@ impl Backend for NodeBackend {
         }
         let st = status::get();
         // SAFETY: the running cycle; its zones outlive the request.
-        let zones = unsafe { crate::kinds::zones(self.cycle) }
+        let zones = unsafe { crate::registry::zones(self.cycle) }
             .into_iter()
             .filter(|z| z.synced())
             .map(|z| ZoneSyncZone {
@@ -111,6 +111,27 @@ impl Backend for NodeBackend {
             nodes_online: st.nodes_online.load(Ordering::Relaxed),
             zones,
         })
+    }
+
+    // The monitoring endpoints: see `super::monitor`.
+
+    fn stub_status(&self) -> Option<StubStatus> {
+        super::monitor::stub_status()
+    }
+
+    fn respawned(&self) -> Option<u64> {
+        // SAFETY: the running cycle.
+        unsafe { super::processes::respawned(self.cycle) }
+    }
+
+    fn slabs(&self) -> Vec<SlabZone> {
+        // SAFETY: the running cycle; no slab lock is held while answering.
+        unsafe { super::monitor::slabs(self.cycle) }
+    }
+
+    fn limit_reqs(&self) -> Vec<LimitReqZone> {
+        // SAFETY: the running cycle.
+        unsafe { super::monitor::limit_reqs(self.cycle) }
     }
 
     fn keyval_zones(&self, ns: Namespace) -> Vec<Vec<u8>> {

@@ -23,6 +23,8 @@ use crate::ngx_ext::{conf_args, conf_msg, str_bytes, CONF_ERROR, CONF_OK};
 
 mod backend;
 mod handler;
+mod monitor;
+mod processes;
 
 /// Configuration of one location; only a location with `api` uses it.
 #[repr(C)]
@@ -67,6 +69,7 @@ pub static mut ngx_http_api_module: ngx_module_t = ngx_module_t {
     commands: unsafe { ptr::addr_of_mut!(COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as ngx_uint_t,
     init_module: Some(init_module),
+    init_process: Some(init_process),
     ..ngx_module_t::default()
 };
 
@@ -101,6 +104,12 @@ unsafe extern "C" fn init_module(_cycle: *mut ngx_cycle_t) -> ngx_int_t {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     LOAD_TIMESTAMP_MS.store(now, Ordering::Relaxed);
+    NGX_OK as ngx_int_t
+}
+
+/// Every child process, after fork: counts respawns for `/processes`.
+unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    processes::init_process(cycle);
     NGX_OK as ngx_int_t
 }
 
@@ -146,6 +155,9 @@ unsafe extern "C" fn set_api(
     };
     let index = nginx_sys::ngx_http_get_variable_index(cf, &mut name);
     if index == NGX_ERROR as ngx_int_t {
+        return CONF_ERROR;
+    }
+    if !processes::declare(cf) {
         return CONF_ERROR;
     }
     lcf.enabled = 1;

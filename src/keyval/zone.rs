@@ -72,7 +72,7 @@ impl KeyvalZone {
             Ok(out) => {
                 self.log_evictions(log, out.evicted, now);
                 if out.wake {
-                    crate::zone_sync::wake();
+                    crate::kinds::wake();
                 }
                 Ok(())
             }
@@ -101,7 +101,7 @@ impl KeyvalZone {
         };
         let found = store.delete(key, current_msec(), wall_ms(), crate::node_id());
         if found && self.sync {
-            crate::zone_sync::wake();
+            crate::kinds::wake();
         }
         found
     }
@@ -140,7 +140,7 @@ impl KeyvalZone {
     fn written(&self, log: *mut ngx_log_t, now: u64, evicted: u64) {
         self.log_evictions(log, evicted, now);
         if self.sync {
-            crate::zone_sync::wake();
+            crate::kinds::wake();
         }
     }
 
@@ -149,7 +149,7 @@ impl KeyvalZone {
         if let Some(store) = self.store() {
             store.clear(current_msec(), wall_ms(), crate::node_id());
             if self.sync {
-                crate::zone_sync::wake();
+                crate::kinds::wake();
             }
         }
     }

@@ -191,7 +191,7 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             );
         }
         if res.wake {
-            crate::zone_sync::wake();
+            crate::kinds::wake();
         }
         ngx_log_debug!(
             log,
@@ -230,10 +230,10 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
         unlock(limits, &held, n);
         if lrcf.dry_run == 1 {
-            (*st).status = REJECTED_DRY_RUN;
+            outcome(st, limit, REJECTED_DRY_RUN);
             return NGX_DECLINED as ngx_int_t;
         }
-        (*st).status = REJECTED;
+        outcome(st, limit, REJECTED);
         return lrcf.status_code as ngx_int_t;
     }
 
@@ -243,7 +243,7 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     let (delay, excess, at) = account(limits, &held, n, excess, at, now, wall);
 
     if delay == 0 {
-        (*st).status = PASSED;
+        outcome(st, &limits[at], PASSED);
         return NGX_DECLINED as ngx_int_t;
     }
 
@@ -258,10 +258,10 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     );
 
     if lrcf.dry_run == 1 {
-        (*st).status = DELAYED_DRY_RUN;
+        outcome(st, &limits[at], DELAYED_DRY_RUN);
         return NGX_DECLINED as ngx_int_t;
     }
-    (*st).status = DELAYED;
+    outcome(st, &limits[at], DELAYED);
 
     let c = (*r).connection;
     if (*(*c).read).ready() != 0 {
@@ -274,6 +274,15 @@ pub unsafe extern "C" fn handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     (*(*c).write).set_delayed(1);
     nginx_sys::ngx_add_timer((*c).write, delay as nginx_sys::ngx_msec_t);
     NGX_AGAIN as ngx_int_t
+}
+
+/// Records a request's outcome: `$sync_limit_req_status`, and the count of
+/// the zone that decided it (for `/api/N/http/limit_reqs/`).
+unsafe fn outcome(st: *mut ReqStatus, decided_by: &Limit, status: u8) {
+    (*st).status = status;
+    if let Some(c) = decided_by.zone().counters() {
+        c.count(status);
+    }
 }
 
 /// Charges the keys held by the first `n` limits and returns the longest
@@ -299,7 +308,7 @@ fn account(
             continue;
         };
         if wake {
-            crate::zone_sync::wake();
+            crate::kinds::wake();
         }
         let d = rate::delay_ms(ex, limit.delay as u64, zone.rate);
         if d > max_delay {

@@ -9,8 +9,9 @@
 //! Files: `module` (directives, configuration, module table), `handler`
 //! (the preaccess handler, delays, the variable), `zone` (the zone's
 //! lifecycle and its [`crate::kinds::SyncZone`] view), `store` (keys in
-//! shared memory).
+//! shared memory), `counters` (each zone's request outcomes, for the API).
 
+pub mod counters;
 pub mod handler;
 pub mod module;
 pub mod store;

@@ -28,6 +28,7 @@ use crate::ngx_ext::{
 
 /// One `sync_limit_req` of a location (limit_req's `limit_t`).
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Limit {
     pub shm_zone: *mut ngx_shm_zone_t,
     /// In thousandths of a request.
@@ -43,6 +44,15 @@ impl Limit {
         // directive set `data` to a LimitZone in the configuration pool.
         unsafe { &*(*self.shm_zone).data.cast::<LimitZone>() }
     }
+}
+
+/// Main configuration: every `sync_limit_req` of the http block, as
+/// (zone, burst), so that each zone learns its largest burst once all
+/// zones are declared (a location may name a zone declared after it).
+#[repr(C)]
+pub struct MainConf {
+    /// Array of [`Limit`] (its `delay` unused).
+    limits: *mut ngx_array_t,
 }
 
 /// Location configuration (limit_req's `conf_t`).
@@ -138,7 +148,7 @@ static mut COMMANDS: [ngx_command_t; 6] = [
 static CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: Some(add_variables),
     postconfiguration: Some(init),
-    create_main_conf: None,
+    create_main_conf: Some(create_main_conf),
     init_main_conf: None,
     create_srv_conf: None,
     merge_srv_conf: None,
@@ -183,9 +193,18 @@ unsafe extern "C" fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
     NGX_OK as ngx_int_t
 }
 
-/// Registers the request handler in the preaccess phase, as limit_req.
+/// Registers the request handler in the preaccess phase, as limit_req,
+/// and tells every zone its largest burst.
 unsafe extern "C" fn init(cf: *mut ngx_conf_t) -> ngx_int_t {
     let ctx = (*cf).ctx.cast::<ngx_http_conf_ctx_t>();
+    let mcf = &*(*(*ctx).main_conf.add(ctx_index())).cast::<MainConf>();
+    for l in crate::ngx_ext::array_slice::<Limit>(mcf.limits) {
+        // Null for a zone never declared: nginx refuses the configuration
+        // ("zero size shared memory zone").
+        if let Some(z) = (*l.shm_zone).data.cast::<LimitZone>().as_mut() {
+            z.max_burst = z.max_burst.max(l.burst as u64);
+        }
+    }
     let core = ptr::addr_of!(nginx_sys::ngx_http_core_module);
     let cmcf = (*(*ctx).main_conf.add((*core).ctx_index)).cast::<ngx_http_core_main_conf_t>();
     let phase = nginx_sys::ngx_http_phases_NGX_HTTP_PREACCESS_PHASE as usize;
@@ -196,6 +215,18 @@ unsafe extern "C" fn init(cf: *mut ngx_conf_t) -> ngx_int_t {
     }
     *h = Some(handler::handler);
     NGX_OK as ngx_int_t
+}
+
+unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    let conf = nginx_sys::ngx_pcalloc((*cf).pool, size_of::<MainConf>()).cast::<MainConf>();
+    if conf.is_null() {
+        return ptr::null_mut();
+    }
+    (*conf).limits = nginx_sys::ngx_array_create((*cf).pool, 4, size_of::<Limit>());
+    if (*conf).limits.is_null() {
+        return ptr::null_mut();
+    }
+    conf.cast()
 }
 
 unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
@@ -286,8 +317,10 @@ unsafe extern "C" fn set_zone(
         shm: ptr::null_mut(),
         key: core::mem::zeroed(),
         rate: 0,
+        max_burst: 0,
         sync: false,
         store: None,
+        counters: ptr::null(),
     });
 
     let mut key = args[1];
@@ -452,14 +485,22 @@ unsafe extern "C" fn set_limit(
         return crate::ngx_ext::conf_msg(c"is duplicate");
     }
 
-    let limit = nginx_sys::ngx_array_push(&mut lrcf.limits).cast::<Limit>();
-    if limit.is_null() {
+    let limit_slot = nginx_sys::ngx_array_push(&mut lrcf.limits).cast::<Limit>();
+    if limit_slot.is_null() {
         return CONF_ERROR;
     }
-    limit.write(Limit {
+    let limit = Limit {
         shm_zone,
         burst: burst as ngx_uint_t * 1000,
         delay: delay as ngx_uint_t * 1000,
-    });
+    };
+    let ctx = (*cf).ctx.cast::<ngx_http_conf_ctx_t>();
+    let mcf = &*(*(*ctx).main_conf.add(ctx_index())).cast::<MainConf>();
+    let all = nginx_sys::ngx_array_push(mcf.limits).cast::<Limit>();
+    if all.is_null() {
+        return CONF_ERROR;
+    }
+    all.write(limit);
+    limit_slot.write(limit);
     CONF_OK
 }

@@ -2,6 +2,8 @@
 //! ([`crate::shm`]), as nginx's limit_req keeps them: a key's value is its
 //! bucket ([`rate::Bucket`]: this node's share) followed by a slot array
 //! of peers' shares that grows on demand up to [`rate::MAX_PEERS`].
+//! Buckets run on nginx's monotonic clock; a record carries how long ago
+//! its share was stated, never a wall-clock time.
 //! A key leaves when nginx's limit_req would remove it (untouched for a
 //! minute with at most one request left in its bucket: its table deadline
 //! is set to that moment at every change) or when the zone is full (the
@@ -130,6 +132,8 @@ pub struct Store {
     pub shm: Shm,
     /// Thousandths of a request per second.
     pub rate: u64,
+    /// The most a peer's share may claim ([`rate::share_cap`]).
+    pub share_cap: u64,
 }
 
 fn every(_: &Table<'_>, _: Rec) -> bool {
@@ -137,23 +141,10 @@ fn every(_: &Table<'_>, _: Rec) -> bool {
 }
 
 impl Store {
-    /// The clock buckets run on: nginx's monotonic ms like limit_req, or,
-    /// in a synced zone, the wall clock ms that records carry, so that the
-    /// age of a received share and the time since are read off one clock
-    /// (two clocks each truncated to the millisecond would err by up to
-    /// 2 ms per comparison). The table's deadlines are monotonic.
-    fn clock(&self, mono: u64, wall: u64) -> u64 {
-        if self.shm.sync {
-            wall
-        } else {
-            mono
-        }
-    }
-
     /// When (monotonic ms) nginx's limit_req would remove a key whose pool
-    /// is `p` at `now` (bucket clock) and `mono`: a minute after its last
-    /// update, or once its level is down to one request if later.
-    fn deadline(&self, p: &Pool, now: u64, mono: u64) -> u64 {
+    /// is `p` at `now`: a minute after its last update, or once its level
+    /// is down to one request if later.
+    fn deadline(&self, p: &Pool, now: u64) -> u64 {
         let level = p.level(self.rate, now);
         if self.rate == 0 {
             return 0;
@@ -161,7 +152,7 @@ impl Store {
         let drain = (level.saturating_sub(rate::REQUEST) as u128 * 1000)
             .div_ceil(u128::from(self.rate))
             .min(u128::from(u32::MAX)) as u64;
-        mono.saturating_add(drain.max(rate::STALE_MS)).max(1)
+        now.saturating_add(drain.max(rate::STALE_MS)).max(1)
     }
 
     /// Whether a change to a key of `key_len` bytes can travel (keys too
@@ -173,18 +164,17 @@ impl Store {
 
     /// Writes `p` back into `r` (same size) as a change of this node's
     /// share when `own`, and sets the key's deadline.
-    fn store_pool(&self, t: &mut Table<'_>, r: Rec, p: &Pool, own: bool, now: u64, mono: u64) {
+    fn store_pool(&self, t: &mut Table<'_>, r: Rec, p: &Pool, own: bool, now: u64) {
         p.encode(t.value_mut(r));
         let queue = own && self.shm.sync && self.fits(t.key(r).len());
-        t.set_expire(r, self.deadline(p, now, mono));
+        t.set_expire(r, self.deadline(p, now));
         t.changed(r, p.bucket.own_hlc, queue);
     }
 
     /// nginx's `ngx_http_limit_req_lookup`: the decision for one request
     /// on one limit. With `account`, an admitted request is charged at
     /// once; otherwise it is left for [`Store::account`].
-    pub fn lookup(&self, key: &[u8], burst: u64, account: bool, mono: u64, wall: u64) -> Lookup {
-        let now = self.clock(mono, wall);
+    pub fn lookup(&self, key: &[u8], burst: u64, account: bool, now: u64, wall: u64) -> Lookup {
         self.shm.with(|t| {
             let mut out = Lookup {
                 rc: Rc::Error,
@@ -210,12 +200,12 @@ impl Store {
                     r
                 }
                 None => {
-                    t.expire(mono, EXPIRE_PER_INSERT);
+                    t.expire(now, EXPIRE_PER_INSERT);
                     let mut p = Pool::new(0);
                     p.bucket.last = now;
                     let w = Write {
                         origin: crate::node_id(),
-                        expire: self.deadline(&p, now, mono),
+                        expire: self.deadline(&p, now),
                         ..Write::default()
                     };
                     match t.write(key, &p.encoded(), &w, u64::MAX, &mut every) {
@@ -229,7 +219,7 @@ impl Store {
             };
             if account {
                 let idle = t.counters().pending == 0;
-                out.excess = self.charge(t, r, now, mono, wall);
+                out.excess = self.charge(t, r, now, wall);
                 out.wake = self.shm.sync && idle && t.counters().pending > 0;
                 out.rc = Rc::Ok;
             } else {
@@ -242,13 +232,13 @@ impl Store {
 
     /// Charges one request to this node's share and queues it for sync;
     /// returns the excess.
-    fn charge(&self, t: &mut Table<'_>, r: Rec, now: u64, mono: u64, wall: u64) -> u64 {
+    fn charge(&self, t: &mut Table<'_>, r: Rec, now: u64, wall: u64) -> u64 {
         let mut p = Pool::decode(t.value(r));
         let excess = rate::charge(&mut p.bucket, &mut p.peers, self.rate, now);
         if self.shm.sync {
             p.bucket.own_hlc = self.shm.hlc().next(wall);
         }
-        self.store_pool(t, r, &p, true, now, mono);
+        self.store_pool(t, r, &p, true, now);
         excess
     }
 
@@ -256,12 +246,11 @@ impl Store {
     /// admitted without charging: charges the request (no burst check);
     /// returns the excess and whether to wake the engine. None if the key
     /// is gone meanwhile (evicted by another worker).
-    pub fn account(&self, key: &[u8], mono: u64, wall: u64) -> Option<(u64, bool)> {
-        let now = self.clock(mono, wall);
+    pub fn account(&self, key: &[u8], now: u64, wall: u64) -> Option<(u64, bool)> {
         self.shm.with(|t| {
             let r = t.find(key)?;
             let idle = t.counters().pending == 0;
-            let excess = self.charge(t, r, now, mono, wall);
+            let excess = self.charge(t, r, now, wall);
             Some((excess, self.shm.sync && idle && t.counters().pending > 0))
         })
     }
@@ -274,18 +263,17 @@ impl Store {
     /// Applies a peer's share of a key: newest version per origin wins,
     /// this node's own share is never touched. Returns whether it changed
     /// the zone and how many keys were evicted.
-    pub fn apply(&self, rec: &Record<'_>, mono: u64, wall: u64) -> Result<(bool, u64), ApplyError> {
-        self.shm.with(|t| self.apply_locked(t, rec, mono, wall))
+    pub fn apply(&self, rec: &Record<'_>, now: u64, wall: u64) -> Result<(bool, u64), ApplyError> {
+        self.shm.with(|t| self.apply_locked(t, rec, now, wall))
     }
 
     pub fn apply_locked(
         &self,
         t: &mut Table<'_>,
         rec: &Record<'_>,
-        mono: u64,
+        now: u64,
         wall: u64,
     ) -> Result<(bool, u64), ApplyError> {
-        let now = self.clock(mono, wall);
         if rec.is_tombstone() || rec.key.is_empty() || rec.key.len() > u16::MAX as usize {
             return Err(ApplyError::Invalid);
         }
@@ -299,11 +287,11 @@ impl Store {
         let c = Contribution {
             origin: rec.origin,
             hlc: rec.hlc,
-            milli: v.excess_milli,
-            age_ms: rate::age_of(v.last_ms, wall),
+            milli: v.excess_milli.min(self.share_cap),
+            age_ms: v.last_ms,
         };
         self.shm.hlc().observe(rec.hlc, wall);
-        t.note_remote(mono);
+        t.note_remote(now);
         let found = t.find(rec.key);
         let (mut p, pending) = match found {
             Some(r) => (Pool::decode(t.value(r)), t.meta(r).pending),
@@ -339,7 +327,7 @@ impl Store {
             Some(r) if t.value(r).len() == p.len() => r,
             _ => {
                 if found.is_none() {
-                    t.expire(mono, EXPIRE_PER_INSERT);
+                    t.expire(now, EXPIRE_PER_INSERT);
                 }
                 let w = Write {
                     hlc: p.bucket.own_hlc,
@@ -349,18 +337,18 @@ impl Store {
                 };
                 match t.write(rec.key, &p.encoded(), &w, u64::MAX, &mut every) {
                     Ok((r, evicted)) => {
-                        t.set_expire(r, self.deadline(&p, now, mono));
+                        t.set_expire(r, self.deadline(&p, now));
                         return Ok((true, evicted));
                     }
                     Err(TableError::NoMemory) if found.is_some() => {
                         // No room to grow: replace the smallest share.
-                        return self.apply_in_place(t, found.unwrap(), &c, now, mono);
+                        return self.apply_in_place(t, found.unwrap(), &c, now);
                     }
                     Err(_) => return Err(ApplyError::NoMemory),
                 }
             }
         };
-        self.store_pool(t, r, &p, false, now, mono);
+        self.store_pool(t, r, &p, false, now);
         Ok((true, 0))
     }
 
@@ -372,7 +360,6 @@ impl Store {
         r: Rec,
         c: &Contribution,
         now: u64,
-        mono: u64,
     ) -> Result<(bool, u64), ApplyError> {
         let mut p = Pool::decode(t.value(r));
         let applied = rate::apply(
@@ -387,18 +374,17 @@ impl Store {
         if applied != Applied::Stored {
             return Ok((false, 0));
         }
-        self.store_pool(t, r, &p, false, now, mono);
+        self.store_pool(t, r, &p, false, now);
         Ok((true, 0))
     }
 
     /// The record carrying this node's own share of `r`.
     pub fn own_record<'t>(&self, v: &Visit<'t, '_>, buf: &'t mut [u8; VALUE_LEN]) -> Record<'t> {
-        let (t, r, wall) = (v.t, v.r, v.wall);
-        let now = self.clock(v.now, wall);
+        let (t, r) = (v.t, v.r);
         let p = Pool::decode(t.value(r));
         *buf = LimitReqValue {
             excess_milli: p.bucket.own,
-            last_ms: rate::last_wall(&p.bucket, now, wall),
+            last_ms: rate::age(&p.bucket, v.now),
         }
         .to_bytes();
         Record::put(t.key(r), &buf[..], p.bucket.own_hlc, crate::node_id(), 0)
@@ -409,8 +395,7 @@ impl Store {
     /// the start); stops when `out` refuses one (`*sub` then names the last
     /// one sent).
     pub fn snapshot_record(&self, v: &Visit<'_, '_>, sub: &mut u64, out: Out<'_>) -> bool {
-        let (t, r, wall) = (v.t, v.r, v.wall);
-        let now = self.clock(v.now, wall);
+        let (t, r, now) = (v.t, v.r, v.now);
         // Keys too long for a sync buffer stay local (never queued).
         if !self.fits(t.key(r).len()) {
             return true;
@@ -420,7 +405,7 @@ impl Store {
             return true;
         }
         let b = &p.bucket;
-        let last_ms = rate::last_wall(b, now, wall);
+        let last_ms = rate::age(b, now);
         let mut shares: Vec<Share> = p.peers[..(b.npeers as usize).min(p.peers.len())]
             .iter()
             .filter(|s| s.milli > 0)

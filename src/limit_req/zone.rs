@@ -18,7 +18,7 @@ use crate::shm::Shm;
 
 /// The wire kind of limit_req zones (docs/PROTOCOL.md).
 pub const KIND: u8 = zone_sync_core::wire::KIND_LIMIT_REQ;
-pub const KIND_VERSION: u16 = 1;
+pub const KIND_VERSION: u16 = 2;
 
 /// One zone, in the configuration pool; `shm_zone->data` points here.
 #[repr(C)]
@@ -28,9 +28,14 @@ pub struct LimitZone {
     pub key: ngx_http_complex_value_t,
     /// Thousandths of a request per second.
     pub rate: u64,
+    /// The largest `burst` of the `sync_limit_req`s using the zone.
+    pub max_burst: u64,
     pub sync: bool,
     /// Set when the shared zone is initialised.
     pub store: Option<Store>,
+    /// This node's outcomes, in the zone's shared memory (null until the
+    /// zone is initialised, or if it had no room for them).
+    pub counters: *const super::counters::Counters,
 }
 
 impl LimitZone {
@@ -42,6 +47,11 @@ impl LimitZone {
 
     pub fn store(&self) -> Option<&Store> {
         self.store.as_ref()
+    }
+
+    pub fn counters(&self) -> Option<&super::counters::Counters> {
+        // SAFETY: null or allocated in the zone, which outlives the cycle.
+        unsafe { self.counters.as_ref() }
     }
 
     fn key_text(&self) -> &[u8] {
@@ -76,8 +86,8 @@ pub unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, old: *mut c_void) -
             return NGX_ERROR as ngx_int_t;
         }
         if z.sync != o.sync {
-            // A synced zone runs on the wall clock, an unsynced one on the
-            // monotonic clock: the kept buckets would be read wrong.
+            // A synced zone's keys carry peers' shares and versions, and
+            // its changes are queued for the peers: neither fits the other.
             ngx_log_error!(
                 NGX_LOG_EMERG,
                 (*shm).shm.log,
@@ -86,15 +96,21 @@ pub unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, old: *mut c_void) -
             );
             return NGX_ERROR as ngx_int_t;
         }
+        z.counters = o.counters;
     }
     let name = core::slice::from_raw_parts((*shm).shm.name.data, (*shm).shm.name.len);
-    match Shm::init(shm, old, "sync_limit_req", name, z.sync) {
-        Some(shm) => {
-            z.store = Some(Store { shm, rate: z.rate });
-            NGX_OK as ngx_int_t
-        }
-        None => NGX_ERROR as ngx_int_t,
+    let Some(table) = Shm::init(shm, old, "sync_limit_req", name, z.sync) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    if z.counters.is_null() {
+        z.counters = super::counters::alloc(crate::shm::slab_pool(shm));
     }
+    z.store = Some(Store {
+        shm: table,
+        rate: z.rate,
+        share_cap: zone_sync_core::rate::share_cap(z.max_burst, z.rate),
+    });
+    NGX_OK as ngx_int_t
 }
 
 /// The engine's view of a limit_req zone's `shm_zone->data`.

@@ -4,7 +4,7 @@
 //!
 //! A zone's slab pool holds a small [`Header`] (the clock and the engine's
 //! figures, read without the lock) and one large block, the table's arena,
-//! carved from every page left at zone init. Locking uses the slab pool's
+//! carved from every page left at zone init but [`SPARE_PAGES`]. Locking uses the slab pool's
 //! own `ngx_shmtx_t`, which the master releases when a worker dies holding
 //! it (a Rust spinlock would stay locked forever and hang every other
 //! worker); the table's mutation marker then tells the next holder that
@@ -61,6 +61,10 @@ impl Drop for SlabLock {
         unsafe { nginx_sys::ngx_shmtx_unlock(ptr::addr_of_mut!((*self.pool).mutex)) }
     }
 }
+
+/// Pages left to the slab pool for a kind's own small allocations (the
+/// limit_req outcome counters).
+const SPARE_PAGES: usize = 2;
 
 /// Marks a [`Header`] of this layout ("zstable1").
 const HEADER_MAGIC: u64 = 0x7a73_7461_626c_6531;
@@ -144,7 +148,7 @@ impl Shm {
         let text = format!(" in {what} zone \"{}\"\0", String::from_utf8_lossy(name));
         let ctx = lock.alloc(text.len()).cast::<u8>();
         let page = nginx_sys::ngx_pagesize;
-        let len = (*pool).pfree * page;
+        let len = (*pool).pfree.saturating_sub(SPARE_PAGES) * page;
         let arena = lock.alloc(len).cast::<u8>();
         drop(lock);
         if hdr.is_null() || ctx.is_null() || arena.is_null() {

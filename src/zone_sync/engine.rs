@@ -12,6 +12,18 @@
 //! queue through the bounded per-peer buffers, refilling them as the
 //! sockets and acknowledgements allow. An idle node runs nothing but a 1 s
 //! housekeeping tick.
+//!
+//! Each peer at its own pace: a poll takes changes from a zone's queue
+//! once and copies them into the bounded buffer of every peer that has
+//! room. A peer without room holds the queue until its oldest frame not
+//! yet acknowledged is [`BEHIND_AFTER_MS`] old; after that it is passed
+//! over (the others get the changes) and marked behind: it is sent every
+//! record of its zones again (a resync pass, at its own pace), and again
+//! after that pass if it was passed over during it.
+//!
+//! Ownership is one way: the engine owns its peers and the DNS lookup;
+//! their nginx events come here ([`peer_event`]), the engine calls the
+//! object, and acts on what it reports.
 
 use core::{mem, ptr};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -26,9 +38,9 @@ use zone_sync_core::wire;
 
 use super::conf::SrvConf;
 use super::members::{self, NodeAddr};
-use super::peer::Peer;
+use super::peer::{Outcome, Peer};
 use super::resolve::Resolve;
-use crate::kinds::{self, Record, SyncZone};
+use crate::kinds::{Record, SyncZone};
 use crate::ngx_ext::current_msec;
 
 /// Housekeeping period (expiry, safety-net drain).
@@ -36,6 +48,14 @@ const TICK_MS: u64 = 1000;
 
 /// Buffer refills in one go while the sockets take everything.
 const DRAIN_ROUNDS: usize = 16;
+
+/// How old a peer's oldest unacknowledged frame may get while the peer
+/// holds a zone's queue for lack of room; then it is passed over and
+/// resynced.
+pub const BEHIND_AFTER_MS: u64 = 1000;
+
+/// A node connecting to us brings our retries forward at most this often.
+pub const SHORTCUT_MIN_MS: u64 = 1000;
 
 /// A record copied out of a zone, between the zone's lock and the peers'
 /// frames.
@@ -76,12 +96,26 @@ impl Staged {
     }
 }
 
-pub struct Engine {
+/// What the engine's peers need from it: configuration, zones, log.
+pub struct Ctx {
     pub log: *mut ngx_log_t,
     conf: *const SrvConf,
     /// Synced zones; indices are the zone indices of every session.
     pub zones: Vec<&'static dyn SyncZone>,
     infos: Vec<ZoneInfo>,
+}
+
+/// An nginx event of a peer, dispatched through the engine.
+#[derive(Clone, Copy, Debug)]
+pub enum PeerEvent {
+    Timer,
+    Read,
+    Write,
+    Handshake,
+}
+
+pub struct Engine {
+    ctx: Ctx,
     // Boxed: a peer's events and log point at the peer, so it must not move.
     #[allow(clippy::vec_box)]
     peers: Vec<Box<Peer>>,
@@ -96,10 +130,24 @@ pub struct Engine {
     staged: Vec<Staged>,
     /// The last `Status::reconnect` seen (see [`Engine::on_wake`]).
     reconnect_seen: u64,
+    /// When a node connecting to us last brought our retries forward.
+    last_shortcut: u64,
 }
 
 /// This process's engine (worker 0 only).
 static mut ENGINE: *mut Engine = ptr::null_mut();
+
+/// The engine, for the top of an event handler: the only place an
+/// `&mut Engine` is made, one at a time (one thread, one handler at a
+/// time, and nothing the engine calls runs a handler synchronously).
+unsafe fn engine<'a>() -> Option<&'a mut Engine> {
+    let e = ENGINE;
+    if e.is_null() {
+        None
+    } else {
+        Some(&mut *e)
+    }
+}
 
 /// The eventfd local writers signal; created by the master per cycle.
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
@@ -116,8 +164,9 @@ pub fn create_wake_fd() {
     }
 }
 
-/// Tells the engine a local change is queued. Cheap and safe in any
-/// process; a lost wake-up only delays the change to the next tick.
+/// Tells the engine a local change is queued: the hook zones call through
+/// `crate::kinds::wake`. Cheap and safe in any process; a lost wake-up
+/// only delays the change to the next tick.
 pub fn wake() {
     let fd = WAKE_FD.load(Ordering::Relaxed);
     if fd >= 0 {
@@ -139,7 +188,7 @@ pub unsafe fn start(
     core: *mut ngx_stream_core_srv_conf_t,
 ) {
     let log = (*cycle).log;
-    let zones: Vec<&'static dyn SyncZone> = kinds::zones(cycle)
+    let zones: Vec<&'static dyn SyncZone> = crate::registry::zones(cycle)
         .into_iter()
         .filter(|z| z.synced())
         .collect();
@@ -149,10 +198,12 @@ pub unsafe fn start(
         .collect();
 
     let engine = Box::into_raw(Box::new(Engine {
-        log,
-        conf,
-        zones,
-        infos,
+        ctx: Ctx {
+            log,
+            conf,
+            zones,
+            infos,
+        },
         peers: Vec::new(),
         resolve: None,
         wake_conn: ptr::null_mut(),
@@ -162,12 +213,15 @@ pub unsafe fn start(
         streaming: false,
         staged: Vec::new(),
         reconnect_seen: super::status::get().reconnect.load(Ordering::Relaxed),
+        last_shortcut: 0,
     }));
     ENGINE = engine;
     let e = &mut *engine;
-    log_settings(log, conf, e.zones.len());
+    log_settings(log, conf, e.ctx.zones.len());
 
     for ev in [ptr::addr_of_mut!(e.drain_ev), ptr::addr_of_mut!(e.tick_ev)] {
+        // Unused by the handlers, but nginx's debug log reads an fd
+        // through it (ngx_event_ident).
         (*ev).data = engine.cast();
         (*ev).log = log;
         (*ev).set_cancelable(1);
@@ -186,7 +240,6 @@ pub unsafe fn start(
                 "zone_sync: no connection for the wake-up descriptor"
             );
         } else {
-            (*c).data = engine.cast();
             (*(*c).read).handler = Some(on_wake);
             (*(*c).read).log = log;
             // Not a client connection: graceful shutdown must not wait for it.
@@ -206,14 +259,13 @@ pub unsafe fn start(
         let url = &server.url;
         if server.resolve {
             let mut r = Resolve::new(
-                engine,
                 crate::ngx_ext::str_bytes(&url.host),
                 url.port,
                 (*core).resolver,
                 (*core).resolver_timeout,
                 log,
             );
-            r.start();
+            r.start(0);
             e.resolve = Some(r);
             continue;
         }
@@ -239,15 +291,13 @@ pub unsafe fn start(
             } else {
                 url.host
             };
-            let mut p = Peer::new(
-                engine,
-                node,
-                crate::ngx_ext::str_bytes(&ssl_name).to_vec(),
-                log,
-            );
-            p.start();
+            let p = Peer::new(node, crate::ngx_ext::str_bytes(&ssl_name).to_vec(), log);
             e.peers.push(p);
         }
+    }
+    for i in 0..e.peers.len() {
+        let out = e.peers[i].start(&e.ctx);
+        e.act(i, out);
     }
 }
 
@@ -305,9 +355,8 @@ pub fn stop() {
         if ENGINE.is_null() {
             return;
         }
-        let e = Box::from_raw(ENGINE);
+        let mut e = Box::from_raw(ENGINE);
         ENGINE = ptr::null_mut();
-        let mut e = e;
         if let Some(r) = e.resolve.as_mut() {
             r.stop();
         }
@@ -327,7 +376,7 @@ pub fn stop() {
     }
 }
 
-impl Engine {
+impl Ctx {
     pub fn conf(&self) -> &SrvConf {
         // SAFETY: the configuration outlives the engine (same cycle).
         unsafe { &*self.conf }
@@ -355,6 +404,51 @@ impl Engine {
         b.num as usize * b.size * self.zones.len().max(1)
     }
 
+    /// Frames sent and not acknowledged on one connection, at most:
+    /// sixteen times the buffers of every zone.
+    pub fn max_in_flight(&self) -> usize {
+        16 * self.conf().bufs.num as usize * self.zones.len().max(1)
+    }
+}
+
+impl Engine {
+    /// A peer's nginx event: the peer handles it, the engine acts on what
+    /// it reports.
+    fn on_peer_event(&mut self, p: *const Peer, what: PeerEvent) {
+        let Some(i) = self.peers.iter().position(|b| ptr::eq(&**b, p)) else {
+            return;
+        };
+        // SAFETY: the peer's own event, from its handler.
+        let out = unsafe { self.peers[i].on_event(&self.ctx, what) };
+        self.act(i, out);
+    }
+
+    /// Acts on what peer `i` reported.
+    fn act(&mut self, i: usize, out: Outcome) {
+        match out {
+            Outcome::Quiet => {}
+            Outcome::Closed(why) => {
+                ngx_log_debug!(
+                    self.ctx.log,
+                    "zone_sync: connection to node {} closed: {}",
+                    self.peers[i].name,
+                    why
+                );
+                // The others may take what it held back.
+                self.resume();
+            }
+            Outcome::Ready => self.resume(),
+            Outcome::Exiting => {
+                // Push what is queued before saying goodbye.
+                self.drain();
+                let out = self.peers[i].begin_close(&self.ctx);
+                debug_assert!(!matches!(out, Outcome::Exiting));
+            }
+        }
+        self.update_online();
+        self.update_inflight();
+    }
+
     /// A poll: pushes queued local changes to every connected node. The
     /// buffers (`zone_sync_buffers`) bound what waits in this process for
     /// each peer; they are written out and refilled as long as the sockets
@@ -363,55 +457,87 @@ impl Engine {
     pub fn drain(&mut self) {
         let now = current_msec();
         self.last_drain = now;
-        let mut stalled = false;
+        let mut waiting = false;
+        let mut hold = None;
         for _ in 0..DRAIN_ROUNDS {
-            let (sent, full) = self.fill(now);
+            let sent;
+            (sent, waiting) = self.fill(now, &mut hold);
             for p in self.peers.iter_mut() {
                 if p.is_established() {
-                    p.write_out();
+                    // A failed write closes the peer; the counters below
+                    // take it into account.
+                    let _ = p.write_out(&self.ctx);
                 }
             }
-            stalled = full;
-            if sent == 0 || !full {
+            if sent == 0 || !waiting {
                 break;
             }
         }
-        // Still more than the buffers hold: go on when peers acknowledge.
-        self.streaming = stalled;
+        // Still more than the buffers hold: go on when peers acknowledge,
+        // or pass over a peer that holds the queue too long.
+        self.streaming = waiting;
+        if let Some(t) = hold {
+            if self.drain_ev.timer_set() == 0 {
+                // SAFETY: our own timer.
+                unsafe {
+                    nginx_sys::ngx_add_timer(&mut self.drain_ev, t.saturating_sub(now).max(1) as _)
+                };
+            }
+        }
+        self.update_online();
         self.update_inflight();
     }
 
-    /// Fills the peers' buffers from the zones' change queues while every
-    /// peer sharing a zone has room. Returns the records taken and whether
-    /// a queue was left non-empty for lack of room.
-    fn fill(&mut self, now: u64) -> (usize, bool) {
-        let frame = self.frame_size();
+    /// Fills the peers' buffers from the zones' change queues. Returns the
+    /// records taken and whether a queue was left non-empty for lack of
+    /// room; `hold` gets the earliest time a peer without room is passed
+    /// over.
+    fn fill(&mut self, now: u64, hold: &mut Option<u64>) -> (usize, bool) {
+        let frame = self.ctx.frame_size();
         let mut sent = 0;
-        let mut full = false;
-        for zi in 0..self.zones.len() {
-            let budget =
-                frame.saturating_sub(wire::records_frame_overhead(self.zones[zi].name().len()));
+        let mut waiting = false;
+        for zi in 0..self.ctx.zones.len() {
+            let budget = frame.saturating_sub(wire::records_frame_overhead(
+                self.ctx.zones[zi].name().len(),
+            ));
             loop {
-                let mut room = usize::MAX;
-                let mut any = false;
+                // Who takes this zone's changes now, and who holds them: a
+                // peer without room is waited for until its oldest frame
+                // not acknowledged is BEHIND_AFTER_MS old.
+                let mut sharers = 0;
+                let mut takers = 0;
+                let mut held = false;
                 for p in self.peers.iter_mut() {
-                    if p.is_established() && p.shares(zi) {
-                        any = true;
-                        room = room.min(p.room());
+                    if !(p.is_established() && p.shares(zi)) {
+                        continue;
+                    }
+                    sharers += 1;
+                    if p.can_take(&self.ctx) {
+                        takers += 1;
+                        continue;
+                    }
+                    let until = p.oldest_unacked().unwrap_or(now) + BEHIND_AFTER_MS;
+                    if now < until {
+                        held = true;
+                        *hold = Some(hold.map_or(until, |h: u64| h.min(until)));
                     }
                 }
-                if !any {
+                if sharers == 0 {
+                    // Nobody connected: the changes stay queued; the
+                    // snapshot of the next connection carries them.
                     break;
                 }
-                if room < frame {
-                    full = true;
+                if held || takers == 0 {
+                    // Nobody to take them, or someone to wait for: the
+                    // changes stay queued (and coalesce).
+                    waiting = true;
                     break;
                 }
                 self.staged.clear();
                 let mut used = 0;
                 let mut more = false;
-                let log = self.log;
-                let zone = self.zones[zi];
+                let log = self.ctx.log;
+                let zone = self.ctx.zones[zi];
                 let staged = &mut self.staged;
                 zone.drain_changes(now, &mut |r| {
                     let len = r.encoded_len();
@@ -419,7 +545,8 @@ impl Engine {
                         ngx_log_error!(
                             NGX_LOG_ERR,
                             log,
-                            "zone_sync: record of {} bytes in zone \"{}\" exceeds a \"zone_sync_buffers\" buffer, not sent",
+                            "zone_sync: record \"{}\" of {} bytes in zone \"{}\" exceeds a \"zone_sync_buffers\" buffer, not sent",
+                            wire::escape(r.key, super::peer::KEY_LOGGED),
                             len,
                             String::from_utf8_lossy(zone.name())
                         );
@@ -438,8 +565,14 @@ impl Engine {
                 }
                 sent += self.staged.len();
                 for p in self.peers.iter_mut() {
-                    if p.is_established() && p.shares(zi) {
-                        p.send_records(zi, &self.staged);
+                    if !(p.is_established() && p.shares(zi)) {
+                        continue;
+                    }
+                    if p.can_take(&self.ctx) {
+                        p.send_records(&self.ctx, zi, &self.staged);
+                    } else {
+                        // Held the queue too long: passed over.
+                        p.fall_behind(&self.ctx);
                     }
                 }
                 if !more {
@@ -447,16 +580,17 @@ impl Engine {
                 }
             }
         }
-        (sent, full)
+        (sent, waiting)
     }
 
-    /// Whether every connected peer has acknowledged everything sent: then
-    /// a change can leave at once without defeating coalescing.
+    /// Whether every connected peer that is not catching up has
+    /// acknowledged everything sent: then a change can leave at once
+    /// without defeating coalescing.
     fn link_idle(&self) -> bool {
         self.peers
             .iter()
             .filter(|p| p.is_established())
-            .all(|p| p.nothing_in_flight())
+            .all(|p| p.idle())
     }
 
     /// A peer acknowledged frames, or its socket took what was waiting:
@@ -478,7 +612,7 @@ impl Engine {
     /// coalesces what changes meanwhile).
     pub fn schedule_drain(&mut self) {
         let now = current_msec();
-        let interval = self.conf().interval as u64;
+        let interval = self.ctx.conf().interval as u64;
         let due = self.last_drain + interval;
         if now >= due || self.link_idle() {
             if self.drain_ev.timer_set() != 0 {
@@ -495,32 +629,35 @@ impl Engine {
     /// A node connected to us (any worker may have accepted it): if we
     /// are waiting to retry our own connection to it, retry now, so that it
     /// gets our records without waiting out zone_sync_connect_retry_interval.
+    /// Anyone can send a HELLO, so this shortcut is taken at most once per
+    /// [`SHORTCUT_MIN_MS`] (a request in between waits for the next tick).
     fn reconnect_if_asked(&mut self) {
         let n = super::status::get().reconnect.load(Ordering::Relaxed);
-        if n != self.reconnect_seen {
-            self.reconnect_seen = n;
-            for p in self.peers.iter_mut() {
-                p.retry_now();
-            }
+        if n == self.reconnect_seen {
+            return;
         }
-    }
-
-    /// Nodes currently in the member list.
-    pub fn node_count(&self) -> usize {
-        self.peers.len()
+        let now = current_msec();
+        if self.last_shortcut != 0 && now.saturating_sub(self.last_shortcut) < SHORTCUT_MIN_MS {
+            return;
+        }
+        self.reconnect_seen = n;
+        self.last_shortcut = now;
+        for i in 0..self.peers.len() {
+            let out = self.peers[i].retry_now(&self.ctx);
+            self.act(i, out);
+        }
     }
 
     /// Replaces the member list with a fresh DNS answer: new addresses are
     /// connected to, vanished ones disconnected and forgotten.
-    pub fn set_members(&mut self, nodes: Vec<NodeAddr>) {
-        let me: *mut Engine = self;
+    fn set_members(&mut self, nodes: Vec<NodeAddr>) {
         let cycle = crate::ngx_ext::cycle();
         // SAFETY: the running cycle.
         let nodes: Vec<NodeAddr> = nodes
             .into_iter()
             .filter(|n| unsafe { !members::is_self(cycle, n) })
             .collect();
-        let log = self.log;
+        let log = self.ctx.log;
         let mut i = 0;
         while i < self.peers.len() {
             if nodes.iter().any(|n| n.same(&self.peers[i].addr)) {
@@ -546,22 +683,25 @@ impl Engine {
                 "zone_sync: node {} joined the cluster (DNS)",
                 String::from_utf8_lossy(&n.name)
             );
-            let ssl_name = if self.conf().ssl_name.len > 0 {
+            let ssl_name = if self.ctx.conf().ssl_name.len > 0 {
                 // SAFETY: a configuration string.
-                unsafe { crate::ngx_ext::str_bytes(&self.conf().ssl_name) }.to_vec()
+                unsafe { crate::ngx_ext::str_bytes(&self.ctx.conf().ssl_name) }.to_vec()
             } else {
                 n.host()
             };
             // SAFETY: the engine's log outlives its peers.
-            let mut p = unsafe { Peer::new(me, n, ssl_name, log) };
-            p.start();
+            let p = unsafe { Peer::new(n, ssl_name, log) };
             self.peers.push(p);
+            let i = self.peers.len() - 1;
+            let out = self.peers[i].start(&self.ctx);
+            self.act(i, out);
         }
         self.update_online();
+        self.update_inflight();
     }
 
     /// Publishes how many nodes this node is connected to.
-    pub fn update_online(&self) {
+    fn update_online(&self) {
         let n = self.peers.iter().filter(|p| p.is_established()).count();
         super::status::get()
             .nodes_online
@@ -570,9 +710,9 @@ impl Engine {
 
     /// Publishes per zone how many records await acknowledgement (the
     /// slowest peer's count).
-    pub fn update_inflight(&self) {
-        let mut worst = vec![0u64; self.zones.len()];
-        let mut acc = vec![0u64; self.zones.len()];
+    fn update_inflight(&self) {
+        let mut worst = vec![0u64; self.ctx.zones.len()];
+        let mut acc = vec![0u64; self.ctx.zones.len()];
         for p in &self.peers {
             acc.iter_mut().for_each(|a| *a = 0);
             p.add_inflight(&mut acc);
@@ -580,15 +720,44 @@ impl Engine {
                 *w = (*w).max(*a);
             }
         }
-        for (z, w) in self.zones.iter().zip(worst) {
+        for (z, w) in self.ctx.zones.iter().zip(worst) {
             z.set_inflight(w);
         }
     }
 }
 
+/// The nginx event `what` of peer `p`, from its handler.
+///
+/// # Safety
+/// Called from an event handler of `p` (which may have been removed).
+pub unsafe fn peer_event(p: *const Peer, what: PeerEvent) {
+    if let Some(e) = engine() {
+        e.on_peer_event(p, what);
+    }
+}
+
+/// The DNS lookup's timer or answer, from its handler.
+///
+/// # Safety
+/// Called from the lookup's event or resolver handler; `ctx` is the
+/// finished lookup, if any.
+pub unsafe fn resolve_event(ctx: *mut nginx_sys::ngx_resolver_ctx_t) {
+    let Some(e) = engine() else { return };
+    let nodes = e.peers.len();
+    let Some(r) = e.resolve.as_mut() else { return };
+    let members = if ctx.is_null() {
+        r.resolve(nodes);
+        None
+    } else {
+        r.resolved(ctx, nodes)
+    };
+    if let Some(m) = members {
+        e.set_members(m);
+    }
+}
+
 unsafe extern "C" fn on_wake(ev: *mut ngx_event_t) {
     let c = (*ev).data.cast::<ngx_connection_t>();
-    let e = &mut *(*c).data.cast::<Engine>();
     if (*c).close() != 0 {
         // Graceful shutdown: nothing to close, the fd is the cycle's.
         return;
@@ -596,23 +765,27 @@ unsafe extern "C" fn on_wake(ev: *mut ngx_event_t) {
     let mut counter: u64 = 0;
     // Edge-triggered: read the counter back to zero.
     libc::read((*c).fd, (&mut counter as *mut u64).cast(), 8);
+    let Some(e) = engine() else { return };
     e.reconnect_if_asked();
     e.schedule_drain();
 }
 
-unsafe extern "C" fn on_drain_timer(ev: *mut ngx_event_t) {
-    let e = &mut *(*ev).data.cast::<Engine>();
-    e.drain();
+unsafe extern "C" fn on_drain_timer(_ev: *mut ngx_event_t) {
+    if let Some(e) = engine() {
+        e.drain();
+    }
 }
 
 unsafe extern "C" fn on_tick(ev: *mut ngx_event_t) {
-    let e = &mut *(*ev).data.cast::<Engine>();
+    let Some(e) = engine() else { return };
     let now = current_msec();
-    for z in &e.zones {
+    for z in &e.ctx.zones {
         z.housekeeping(now);
     }
+    // A node's connection whose shortcut was rate-limited.
+    e.reconnect_if_asked();
     // Safety net for wake-ups lost across a reload.
-    if e.zones.iter().any(|z| z.records_pending() > 0) {
+    if e.ctx.zones.iter().any(|z| z.records_pending() > 0) {
         e.schedule_drain();
     }
     nginx_sys::ngx_add_timer(ev, TICK_MS as _);

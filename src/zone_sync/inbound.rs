@@ -1,8 +1,17 @@
 //! Connections accepted by the `zone_sync` server: another node pushing
 //! its records to us. Any worker may accept them; records are applied to
 //! the shared zones under their slab locks, then acknowledged.
+//!
+//! Until its HELLO is in, the other end is a stranger: its failures are
+//! logged at `error` at most once per [`STRANGER_ERROR_MS`] in a worker,
+//! at `info` otherwise. What waits to be sent is bounded: the socket's
+//! send buffer is one `zone_sync_buffers` buffer (SO_SNDBUF), reading
+//! stops while more than one buffer waits in the session, and a
+//! connection whose output does not move for `zone_sync_timeout` is
+//! closed.
 
 use core::ffi::c_void;
+use core::sync::atomic::{AtomicU64, Ordering};
 use core::{mem, ptr};
 
 use nginx_sys::{
@@ -10,14 +19,21 @@ use nginx_sys::{
     NGX_STREAM_OK,
 };
 use ngx::ngx_log_error;
-use zone_sync_core::session::{Event, Role, Session, SessionConfig, SessionError, ZoneInfo};
+use zone_sync_core::session::{Event, Role, Session, SessionConfig, ZoneInfo};
 use zone_sync_core::wire::ErrorCode;
 
 use super::conf::SrvConf;
-use super::conn::{self, ReadResult};
+use super::conn::{self, CloseReason, ReadResult, SendWatch};
 use super::status;
-use crate::kinds::{self, ApplyError, SyncZone};
+use crate::kinds::{ApplyError, SyncZone};
 use crate::ngx_ext::{current_msec, cycle, wall_ms};
+
+/// Strangers' failures (before HELLO) logged at `error`: one per this many
+/// ms in a worker; the others at `info`.
+const STRANGER_ERROR_MS: u64 = 10_000;
+
+/// When a stranger's failure was last logged at `error` in this worker.
+static STRANGER_LOGGED: AtomicU64 = AtomicU64::new(0);
 
 struct Inbound {
     s: *mut ngx_stream_session_t,
@@ -25,11 +41,17 @@ struct Inbound {
     session: Session,
     zones: Vec<&'static dyn SyncZone>,
     timer: ngx_event_t,
-    failure: Option<String>,
+    failure: Option<CloseReason>,
     /// The peer's address, for logs.
     name: String,
     /// Whether the first bytes were checked for a TLS handshake.
     checked_tls: bool,
+    /// The most that may wait to be sent before reading stops.
+    out_limit: usize,
+    /// Reading stopped until the output drains.
+    read_paused: bool,
+    timeout: u64,
+    watch: SendWatch,
 }
 
 /// The stream content handler installed by the `zone_sync` directive.
@@ -47,7 +69,7 @@ pub unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
     let module = &*ptr::addr_of!(super::ngx_stream_zone_sync_module);
     let conf = &*(*(*s).srv_conf.add(module.ctx_index)).cast::<SrvConf>();
 
-    let zones: Vec<&'static dyn SyncZone> = kinds::zones(cycle())
+    let zones: Vec<&'static dyn SyncZone> = crate::registry::zones(cycle())
         .into_iter()
         .filter(|z| z.synced())
         .collect();
@@ -70,6 +92,10 @@ pub unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
         failure: None,
         name,
         checked_tls: false,
+        out_limit: conf.bufs.size,
+        read_paused: false,
+        timeout: conf.timeout as u64,
+        watch: SendWatch::default(),
     }));
 
     let cln = nginx_sys::ngx_pool_cleanup_add((*c).pool, 0);
@@ -88,6 +114,18 @@ pub unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
     (*ib).timer.data = ib.cast();
     (*ib).timer.log = (*c).log;
     (*ib).timer.set_cancelable(1);
+
+    // What this side sends is small (HELLO, ACKs, heartbeats): a fixed
+    // kernel send buffer, instead of one autotuned to megabytes, keeps
+    // what a peer that does not read makes us hold bounded.
+    let sndbuf = conf.bufs.size as libc::c_int;
+    libc::setsockopt(
+        (*c).fd,
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUF,
+        (&sndbuf as *const libc::c_int).cast(),
+        mem::size_of::<libc::c_int>() as libc::socklen_t,
+    );
 
     (*c).data = ib.cast();
     (*(*c).read).handler = Some(on_read);
@@ -111,9 +149,33 @@ unsafe extern "C" fn cleanup(data: *mut c_void) {
 }
 
 impl Inbound {
-    /// Ends the connection; `self` is freed by the pool cleanup.
-    unsafe fn finish(&mut self, level: u32, why: &str) {
+    /// Ends the connection, logging why; `self` is freed by the pool
+    /// cleanup.
+    unsafe fn finish(&mut self, why: CloseReason) {
+        let level = match why {
+            CloseReason::Exiting => 0,
+            CloseReason::Myself
+            | CloseReason::PeerShutdown
+            | CloseReason::Eof
+            | CloseReason::TlsOnPlain => NGX_LOG_INFO,
+            _ if self.session.peer_node_id().is_some() => NGX_LOG_ERR,
+            _ => {
+                // A stranger: rate-limited at error.
+                let now = current_msec();
+                let last = STRANGER_LOGGED.load(Ordering::Relaxed);
+                if last == 0 || now.saturating_sub(last) >= STRANGER_ERROR_MS {
+                    STRANGER_LOGGED.store(now.max(1), Ordering::Relaxed);
+                    NGX_LOG_ERR
+                } else {
+                    NGX_LOG_INFO
+                }
+            }
+        };
         if level != 0 {
+            let why = match why {
+                CloseReason::Eof => "connection closed".to_string(),
+                why => why.to_string(),
+            };
             ngx_log_error!(
                 level,
                 (*self.c).log,
@@ -123,7 +185,7 @@ impl Inbound {
             );
         }
         // Last words (an ERROR frame) if the session has any.
-        let _ = conn::flush(self.c, &mut self.session);
+        let _ = conn::flush(self.c, &mut self.session, &mut self.watch);
         // Nothing more is read: do not wait for the peer's close_notify
         // (whatever the peer still sends would fail SSL_shutdown(), which
         // nginx < 1.25 logs at crit).
@@ -133,35 +195,71 @@ impl Inbound {
         nginx_sys::ngx_stream_finalize_session(self.s, NGX_STREAM_OK as usize);
     }
 
+    /// Writes what waits; false if the connection was closed.
     unsafe fn write_out(&mut self) -> bool {
-        match conn::flush(self.c, &mut self.session) {
+        match conn::flush(self.c, &mut self.session, &mut self.watch) {
             Err(()) => {
-                self.finish(NGX_LOG_ERR, "send() failed");
+                self.finish(CloseReason::failed("send() failed"));
                 false
             }
             Ok(all) => {
                 if conn::rearm(self.c, !all).is_err() {
-                    self.finish(NGX_LOG_ERR, "could not arm events");
+                    self.finish(CloseReason::failed("could not arm events"));
                     return false;
                 }
-                let delay = self
-                    .session
-                    .next_timer()
-                    .saturating_sub(current_msec())
-                    .clamp(1, 60_000);
+                let mut next = self.session.next_timer();
+                if let Some(d) = self.watch.deadline(self.timeout) {
+                    next = next.min(d);
+                }
+                let delay = next.saturating_sub(current_msec()).clamp(1, 60_000);
                 nginx_sys::ngx_add_timer(&mut self.timer, delay as _);
                 true
             }
         }
     }
 
-    fn handle_frames(&mut self) -> Result<(), String> {
+    /// Reads and handles what arrived, writing the answers, until the
+    /// socket has nothing more or the output is full.
+    unsafe fn process(&mut self) {
+        loop {
+            let r = conn::read(self.c, self);
+            if let Some(why) = self.failure.take() {
+                self.finish(why);
+                return;
+            }
+            match r {
+                ReadResult::Again => {
+                    self.write_out();
+                    return;
+                }
+                ReadResult::Paused => {
+                    if !self.write_out() {
+                        return;
+                    }
+                    if self.session.outgoing().len() >= self.out_limit {
+                        // on_write reads on once the peer takes some.
+                        self.read_paused = true;
+                        return;
+                    }
+                }
+                ReadResult::Eof => {
+                    self.finish(CloseReason::Eof);
+                    return;
+                }
+                ReadResult::Error => {
+                    self.finish(CloseReason::failed("recv() failed"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle_frames(&mut self) -> Result<(), CloseReason> {
         loop {
             let ev = match self.session.next_event() {
                 Ok(Some(ev)) => ev,
                 Ok(None) => return Ok(()),
-                Err(SessionError::SelfConnect) => return Err("self".into()),
-                Err(e) => return Err(format!("protocol error: {e}")),
+                Err(e) => return Err(CloseReason::from_session(e)),
             };
             status::get().add_msgs_in(1);
             match ev {
@@ -221,12 +319,8 @@ impl Inbound {
                         self.name
                     );
                 }
-                Event::PeerError { code, .. } if code == ErrorCode::SHUTDOWN => {
-                    return Err("shutdown".into());
-                }
                 Event::PeerError { code, text } => {
-                    let text = String::from_utf8_lossy(&text[..text.len().min(128)]).into_owned();
-                    return Err(format!("closed by peer: {code} {text}"));
+                    return Err(CloseReason::from_peer(code, text));
                 }
                 Event::Ack { .. } => {}
             }
@@ -247,6 +341,9 @@ impl conn::Endpoint for Inbound {
             }
         }
     }
+    fn output_full(&mut self) -> bool {
+        self.session.outgoing().len() >= self.out_limit
+    }
 }
 
 unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
@@ -254,7 +351,11 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
     let ib = &mut *(*c).data.cast::<Inbound>();
     if (*c).close() != 0 {
         ib.session.close_with(ErrorCode::SHUTDOWN, "shutting down");
-        ib.finish(0, "");
+        ib.finish(CloseReason::Exiting);
+        return;
+    }
+    if ib.read_paused {
+        // on_write reads on once the output drains.
         return;
     }
     if !ib.checked_tls && (*c).ssl.is_null() {
@@ -263,47 +364,37 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
         let mut head = [0u8; 3];
         let n = libc::recv((*c).fd, head.as_mut_ptr().cast(), 3, libc::MSG_PEEK);
         if n == 3 && head[0] == 0x16 && head[1] == 0x03 {
-            ib.finish(
-                NGX_LOG_INFO,
-                "sent a TLS handshake, but this listener has no \"ssl\"",
-            );
+            ib.finish(CloseReason::TlsOnPlain);
             return;
         }
         ib.checked_tls = n == 3;
     }
-    let r = conn::read(c, ib);
-    if let Some(why) = ib.failure.take() {
-        if why == "self" {
-            ib.finish(NGX_LOG_INFO, "is this node");
-        } else if why == "shutdown" {
-            ib.finish(NGX_LOG_INFO, "closed: the node is shutting down");
-        } else {
-            ib.finish(NGX_LOG_ERR, &why);
-        }
-        return;
-    }
-    match r {
-        ReadResult::Again => {
-            ib.write_out();
-        }
-        ReadResult::Eof => ib.finish(NGX_LOG_INFO, "connection closed"),
-        ReadResult::Error => ib.finish(NGX_LOG_ERR, "recv() failed"),
-    }
+    ib.process();
 }
 
 unsafe extern "C" fn on_write(ev: *mut ngx_event_t) {
     let c = (*ev).data.cast::<ngx_connection_t>();
     let ib = &mut *(*c).data.cast::<Inbound>();
-    ib.write_out();
+    if !ib.write_out() {
+        return;
+    }
+    if ib.read_paused && ib.session.outgoing().len() < ib.out_limit {
+        ib.read_paused = false;
+        ib.process();
+    }
 }
 
 unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
     let ib = &mut *(*ev).data.cast::<Inbound>();
-    match ib.session.poll_timers(current_msec()) {
+    let now = current_msec();
+    if ib.watch.stalled(now, ib.timeout) {
+        ib.finish(CloseReason::SendStalled);
+        return;
+    }
+    match ib.session.poll_timers(now) {
         Ok(()) => {
             ib.write_out();
         }
-        Err(SessionError::Timeout) => ib.finish(NGX_LOG_ERR, "timed out"),
-        Err(e) => ib.finish(NGX_LOG_ERR, &format!("{e}")),
+        Err(e) => ib.finish(CloseReason::from_session(e)),
     }
 }

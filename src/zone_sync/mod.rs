@@ -25,8 +25,6 @@ mod resolve;
 mod ssl;
 pub mod status;
 
-pub use engine::wake;
-
 use crate::ngx_ext::{is_worker_zero, stream_cycle_main_conf};
 
 static CTX: ngx_stream_module_t = ngx_stream_module_t {
@@ -77,8 +75,9 @@ unsafe extern "C" fn init_module(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         return NGX_OK as ngx_int_t;
     };
     engine::create_wake_fd();
+    crate::kinds::set_wake_hook(engine::wake);
     let frame = (*mcf.zone_sync).bufs.size;
-    for z in crate::kinds::zones(cycle) {
+    for z in crate::registry::zones(cycle) {
         let overhead = zone_sync_core::wire::records_frame_overhead(z.name().len());
         z.set_max_record(frame.saturating_sub(overhead) as u64);
     }

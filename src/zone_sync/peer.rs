@@ -2,8 +2,13 @@
 //! `zone_sync_connect_timeout`), run the client side of the protocol (send
 //! a snapshot, then local changes), and retry every
 //! `zone_sync_connect_retry_interval` after a failure.
+//!
+//! A peer never reaches its engine: the engine owns it, calls it with the
+//! context it needs ([`Ctx`]), and acts on the [`Outcome`] it returns. Its
+//! nginx events go through the engine too (`engine::peer_event`).
 
 use core::ffi::c_void;
+use core::sync::atomic::{AtomicPtr, Ordering};
 use core::{mem, ptr};
 use std::collections::VecDeque;
 
@@ -11,12 +16,12 @@ use nginx_sys::{
     ngx_connection_t, ngx_event_t, ngx_log_t, ngx_peer_connection_t, ngx_str_t, NGX_AGAIN,
     NGX_ERROR, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE,
 };
-use ngx::ngx_log_error;
-use zone_sync_core::session::{Event, Role, Session, SessionError};
-use zone_sync_core::wire::ErrorCode;
+use ngx::{ngx_log_debug, ngx_log_error};
+use zone_sync_core::session::{Event, Role, Session};
+use zone_sync_core::wire::{self, ErrorCode};
 
-use super::conn::{self, ReadResult};
-use super::engine::Engine;
+use super::conn::{self, CloseReason, ReadResult, SendWatch};
+use super::engine::{self, Ctx, PeerEvent, Staged};
 use super::handshake;
 use super::members::NodeAddr;
 use super::status;
@@ -26,8 +31,27 @@ use crate::ngx_ext::current_msec;
 /// Snapshot buffer refills per event while the socket takes everything.
 const SNAPSHOT_ROUNDS: usize = 32;
 
+/// How much of a record key a log line shows.
+pub const KEY_LOGGED: usize = 64;
+
+/// What happened to a peer, for the engine to act on.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Nothing the engine needs to know.
+    Quiet,
+    /// Frames were acknowledged, the socket took what waited, or the
+    /// connection came up: the peer can take more changes.
+    Ready,
+    /// The worker is exiting: push what is queued, then close gracefully
+    /// ([`Peer::begin_close`]).
+    Exiting,
+    /// The connection closed (logged); the node is retried later, unless
+    /// the reason is [`CloseReason::Myself`].
+    Closed(CloseReason),
+}
+
 /// Where an outgoing connection is.
-#[derive(PartialEq, Eq, Debug)]
+#[derive(PartialEq, Eq, Debug, Clone, Copy)]
 enum State {
     /// Waiting for the retry timer.
     Idle,
@@ -37,8 +61,11 @@ enum State {
     Handshake,
     /// Connected, HELLO sent, waiting for the peer's.
     Hello,
-    /// Sending the snapshot; live changes go out too.
+    /// Sending the initial snapshot; live changes go out too.
     Snapshot,
+    /// Sending every record again after falling behind; live changes go
+    /// out too.
+    Resync,
     /// Snapshot done; only changes.
     Live,
     /// This address is this node: never connected again.
@@ -52,13 +79,16 @@ struct InFlight {
     seq: u64,
     zone: usize,
     records: u64,
+    /// When it was queued.
+    queued: u64,
 }
 
 pub struct Peer {
-    engine: *mut Engine,
     /// "127.0.0.1:9000", for logs.
     pub name: String,
-    name_str: ngx_str_t,
+    /// The same for nginx (`pc.name`, the log context), apart from the
+    /// peer so that nginx's reads never go through it.
+    name_str: *mut ngx_str_t,
     pub addr: NodeAddr,
     /// The name to verify and send with SNI (`zone_sync_ssl_name`, or the
     /// host part of the server address).
@@ -76,31 +106,34 @@ pub struct Peer {
     /// The zone being snapshotted (index into shared zones) and where.
     snapshot_zone: usize,
     cursor: SnapshotCursor,
+    /// Changes were dropped for this peer during the current snapshot
+    /// pass: another pass follows it.
+    behind: bool,
     in_flight: VecDeque<InFlight>,
+    watch: SendWatch,
     /// Last failure reason logged, to log a repeated failure only once.
     last_error: String,
     /// A protocol failure found while reading, handled after the read.
-    failure: Option<String>,
+    failure: Option<CloseReason>,
     /// An ACK came in during this read (handled once the read is done).
     acked: bool,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // SAFETY: allocated in new(), used by nothing once the connection
+        // and the timer are gone (shutdown() runs before the drop).
+        drop(unsafe { Box::from_raw(self.name_str) });
+    }
 }
 
 impl Peer {
     /// # Safety
     /// `log` outlives the peer.
-    pub unsafe fn new(
-        engine: *mut Engine,
-        addr: NodeAddr,
-        ssl_name: Vec<u8>,
-        log: *mut ngx_log_t,
-    ) -> Box<Peer> {
+    pub unsafe fn new(addr: NodeAddr, ssl_name: Vec<u8>, log: *mut ngx_log_t) -> Box<Peer> {
         let name = String::from_utf8_lossy(&addr.name).into_owned();
         let mut p = Box::new(Peer {
-            engine,
-            name_str: ngx_str_t {
-                len: 0,
-                data: ptr::null_mut(),
-            },
+            name_str: ptr::null_mut(),
             name,
             addr,
             ssl_name,
@@ -113,30 +146,28 @@ impl Peer {
             timer: mem::zeroed(),
             snapshot_zone: 0,
             cursor: SnapshotCursor::default(),
+            behind: false,
             in_flight: VecDeque::new(),
+            watch: SendWatch::default(),
             last_error: String::new(),
             failure: None,
             acked: false,
         });
         let me: *mut Peer = &mut *p;
-        p.name_str = ngx_str_t {
+        // The address bytes live in the Vec's own heap buffer, which
+        // never moves.
+        p.name_str = Box::into_raw(Box::new(ngx_str_t {
             len: p.addr.name.len(),
             data: p.addr.name.as_mut_ptr(),
-        };
+        }));
         p.log.handler = Some(log_context);
-        p.log.data = me.cast();
+        p.log.data = p.name_str.cast();
         p.log.action = ptr::null_mut();
         p.timer.handler = Some(on_timer);
         p.timer.data = me.cast();
         p.timer.log = log;
         p.timer.set_cancelable(1);
         p
-    }
-
-    fn engine(&self) -> &'static mut Engine {
-        // SAFETY: the engine owns its peers and outlives them; everything
-        // runs on the worker's one event-loop thread, one handler at a time.
-        unsafe { &mut *self.engine }
     }
 
     /// Whether zone `zi` (engine index) is synced with this node.
@@ -146,49 +177,51 @@ impl Peer {
             .is_some_and(|s| s.shared_zones().contains(&zi))
     }
 
-    /// Every frame sent has been acknowledged.
-    pub fn nothing_in_flight(&self) -> bool {
-        self.in_flight.is_empty()
+    /// Whether this peer lets a change leave at once: every frame is
+    /// acknowledged, or it is in a snapshot pass (whose frames keep it busy
+    /// for long; changes go to it when it has room).
+    pub fn idle(&self) -> bool {
+        self.state != State::Live || self.in_flight.is_empty()
     }
 
     /// Waiting out the retry interval: connect now instead.
-    pub fn retry_now(&mut self) {
+    pub fn retry_now(&mut self, ctx: &Ctx) -> Outcome {
         if self.state == State::Idle && self.timer.timer_set() != 0 {
             // SAFETY: our own timer event.
             unsafe { nginx_sys::ngx_del_timer(&mut self.timer) };
             // SAFETY: as in the timer handler.
-            unsafe { self.connect() };
+            return unsafe { self.connect(ctx) };
         }
+        Outcome::Quiet
     }
 
     pub fn is_established(&self) -> bool {
-        matches!(self.state, State::Snapshot | State::Live)
+        matches!(self.state, State::Snapshot | State::Resync | State::Live)
     }
 
     /// Starts connecting now.
-    pub fn start(&mut self) {
+    pub fn start(&mut self, ctx: &Ctx) -> Outcome {
         // SAFETY: timer and connection belong to this peer.
-        unsafe { self.connect() }
+        unsafe { self.connect(ctx) }
     }
 
-    unsafe fn connect(&mut self) {
+    unsafe fn connect(&mut self, ctx: &Ctx) -> Outcome {
         if crate::ngx_ext::exiting() {
-            return;
+            return Outcome::Quiet;
         }
-        let e = self.engine();
         // While failures repeat, nginx's own per-attempt error lines (for
         // instance SSL_do_handshake() failed) are kept quiet: the first one
         // was logged, and fail() logs a changed reason again.
         self.log.log_level = if self.last_error.is_empty() {
-            (*e.log).log_level
+            (*ctx.log).log_level
         } else {
-            (*e.log).log_level.min(nginx_sys::NGX_LOG_CRIT as usize)
+            (*ctx.log).log_level.min(nginx_sys::NGX_LOG_CRIT as usize)
         };
         let log: *mut ngx_log_t = &mut self.log;
         self.pc = mem::zeroed();
         self.pc.sockaddr = (&mut self.addr.sockaddr as *mut nginx_sys::ngx_sockaddr_t).cast();
         self.pc.socklen = self.addr.socklen;
-        self.pc.name = &mut self.name_str;
+        self.pc.name = self.name_str;
         self.pc.get = Some(nginx_sys::ngx_event_get_peer);
         self.pc.log = log;
         self.pc
@@ -198,8 +231,7 @@ impl Peer {
         // that is not started yet is an ordinary failure here.
         if let Some(path) = self.addr.unix_path() {
             if !std::path::Path::new(&path).exists() {
-                self.fail("no such socket");
-                return;
+                return self.fail(ctx, CloseReason::failed("no such socket"));
             }
         }
         let rc = nginx_sys::ngx_event_connect_peer(&mut self.pc);
@@ -211,8 +243,7 @@ impl Peer {
             if !self.pc.connection.is_null() && rc != nginx_sys::NGX_DECLINED as isize {
                 nginx_sys::ngx_close_connection(self.pc.connection);
             }
-            self.fail("connect() failed");
-            return;
+            return self.fail(ctx, CloseReason::failed("connect() failed"));
         }
         let c = self.pc.connection;
         self.conn = c;
@@ -224,21 +255,20 @@ impl Peer {
         (*(*c).write).log = log;
         (*c).pool = nginx_sys::ngx_create_pool(4096, log);
         if (*c).pool.is_null() {
-            self.close("out of memory");
-            return;
+            return self.close(ctx, CloseReason::failed("out of memory"));
         }
         // Closed for us when the worker shuts down gracefully.
         (*c).set_idle(1);
         self.state = State::Connecting;
         if rc == NGX_AGAIN as isize {
-            nginx_sys::ngx_add_timer((*c).write, e.conf().connect_timeout);
-            return;
+            nginx_sys::ngx_add_timer((*c).write, ctx.conf().connect_timeout);
+            return Outcome::Quiet;
         }
-        self.connected();
+        self.connected(ctx)
     }
 
     /// TCP is up: TLS first if configured, then the protocol.
-    unsafe fn connected(&mut self) {
+    unsafe fn connected(&mut self, ctx: &Ctx) -> Outcome {
         // Small frames must not wait for the peer's delayed ACK (Nagle's
         // algorithm made a quiet node's change take 40 ms now and then);
         // the stream core does the same for the accepting side.
@@ -252,11 +282,9 @@ impl Peer {
                 core::mem::size_of::<libc::c_int>() as libc::socklen_t,
             );
         }
-        let e = self.engine();
-        let conf = e.conf();
+        let conf = ctx.conf();
         if conf.ssl.is_null() || conf.ssl_enable != 1 {
-            self.start_session();
-            return;
+            return self.start_session(ctx);
         }
         let c = self.conn;
         self.state = State::Handshake;
@@ -266,102 +294,136 @@ impl Peer {
             data: self.ssl_name.as_mut_ptr(),
         };
         match handshake::start(c, conf, &name, self.ssl_session) {
-            Err(why) => self.close(&why),
+            Err(why) => self.close(ctx, CloseReason::Failed(why)),
             Ok(handshake::Start::Again) => {
                 (*(*c).ssl).handler = Some(on_handshake);
                 nginx_sys::ngx_add_timer((*c).write, conf.connect_timeout);
+                Outcome::Quiet
             }
-            Ok(handshake::Start::Done) => on_handshake(c),
+            Ok(handshake::Start::Done) => self.handshaked(ctx),
         }
     }
 
     /// TLS is up: check it, remember the session, start the protocol.
-    unsafe fn handshaked(&mut self) {
+    unsafe fn handshaked(&mut self, ctx: &Ctx) -> Outcome {
         let c = self.conn;
         self.log.action = ptr::null_mut();
         if (*(*c).write).timer_set() != 0 {
             nginx_sys::ngx_del_timer((*c).write);
         }
-        let e = self.engine();
         let name = ngx_str_t {
             len: self.ssl_name.len(),
             data: self.ssl_name.as_mut_ptr(),
         };
-        if let Err(why) = handshake::finish(c, e.conf(), &name) {
-            self.close(&why);
-            return;
+        if let Err(why) = handshake::finish(c, ctx.conf(), &name) {
+            return self.close(ctx, CloseReason::Failed(why));
         }
         // The session as it is now (TLS 1.2), and every one the node sends
         // later: TLS 1.3 tickets arrive after the handshake, and the
         // handshake's own session cannot be resumed.
-        self.remember_session();
+        self.keep_session(handshake::save_session(c));
         (*(*c).ssl).save_session = Some(on_new_session);
         // ngx_ssl_handshake() replaced the event handlers.
         (*(*c).read).handler = Some(on_read);
         (*(*c).write).handler = Some(on_write);
-        self.start_session();
+        self.start_session(ctx)
     }
 
-    /// Keeps the connection's current TLS session for the next connection
-    /// to this node (from a verified connection only).
-    unsafe fn remember_session(&mut self) {
-        let s = handshake::save_session(self.conn);
+    /// Keeps a TLS session (from a verified connection) for the next
+    /// connection to this node.
+    fn keep_session(&mut self, s: *mut handshake::SSL_SESSION) {
         if !s.is_null() {
-            handshake::free_session(self.ssl_session);
+            // SAFETY: our previous session, replaced.
+            unsafe { handshake::free_session(self.ssl_session) };
             self.ssl_session = s;
         }
     }
 
-    unsafe fn start_session(&mut self) {
-        let e = self.engine();
+    /// Takes a ticket nginx handed over during the last read (see
+    /// [`on_new_session`]).
+    fn claim_ticket(&mut self) {
+        if !self.conn.is_null() && TICKET_CONN.load(Ordering::Relaxed) == self.conn {
+            TICKET_CONN.store(ptr::null_mut(), Ordering::Relaxed);
+            self.keep_session(TICKET.swap(ptr::null_mut(), Ordering::Relaxed));
+        }
+    }
+
+    unsafe fn start_session(&mut self, ctx: &Ctx) -> Outcome {
         let now = current_msec();
-        self.session = Some(Session::new(Role::Client, e.session_config(), now));
+        self.session = Some(Session::new(Role::Client, ctx.session_config(), now));
         self.state = State::Hello;
         self.in_flight.clear();
-        self.snapshot_zone = 0;
-        self.cursor = SnapshotCursor::default();
+        self.watch = SendWatch::default();
+        self.start_pass(State::Snapshot);
         ngx_log_error!(
             NGX_LOG_INFO,
-            e.log,
+            ctx.log,
             "zone_sync: connected to node {}",
             self.name
         );
-        self.pump();
+        self.pump(ctx)
+    }
+
+    /// Starts a snapshot pass over every shared zone (the state is set
+    /// once the HELLO is in, for the initial one).
+    fn start_pass(&mut self, state: State) {
+        if self.state != State::Hello {
+            self.state = state;
+        }
+        self.snapshot_zone = 0;
+        self.cursor = SnapshotCursor::default();
+        self.behind = false;
     }
 
     /// Logs a failure (once while it repeats) and retries later.
-    fn fail(&mut self, why: &str) {
-        let e = self.engine();
-        if self.last_error != why {
-            ngx_log_error!(NGX_LOG_ERR, e.log, "zone_sync: node {}: {}", self.name, why);
-            self.last_error = why.to_string();
+    fn fail(&mut self, ctx: &Ctx, why: CloseReason) -> Outcome {
+        let text = why.to_string();
+        if self.last_error != text {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                ctx.log,
+                "zone_sync: node {}: {}",
+                self.name,
+                text
+            );
+            self.last_error = text;
         }
         self.state = State::Idle;
         // SAFETY: our own timer event.
-        unsafe { nginx_sys::ngx_add_timer(&mut self.timer, e.conf().connect_retry_interval) };
+        unsafe { nginx_sys::ngx_add_timer(&mut self.timer, ctx.conf().connect_retry_interval) };
+        Outcome::Closed(why)
     }
 
-    /// Closes the connection; the node is retried after the retry interval.
-    fn close(&mut self, why: &str) {
+    /// Closes the connection; the node is retried after the retry
+    /// interval, except when it turned out to be this node.
+    fn close(&mut self, ctx: &Ctx, why: CloseReason) -> Outcome {
         let was_established = self.is_established();
         self.drop_connection();
-        let e = self.engine();
-        if was_established {
+        if let CloseReason::Myself = why {
             ngx_log_error!(
-                NGX_LOG_NOTICE,
-                e.log,
-                "zone_sync: disconnected from node {}: {}",
-                self.name,
-                why
+                NGX_LOG_INFO,
+                ctx.log,
+                "zone_sync: node {} is this node, not syncing with it",
+                self.name
             );
-            self.last_error.clear();
-            self.state = State::Idle;
-            e.update_online();
-            // SAFETY: our own timer event.
-            unsafe { nginx_sys::ngx_add_timer(&mut self.timer, e.conf().connect_retry_interval) };
-        } else {
-            self.fail(why);
+            self.state = State::Myself;
+            return Outcome::Closed(why);
         }
+        if !was_established {
+            return self.fail(ctx, why);
+        }
+        ngx_log_error!(
+            NGX_LOG_NOTICE,
+            ctx.log,
+            "zone_sync: disconnected from node {}: {}",
+            self.name,
+            why
+        );
+        self.last_error.clear();
+        self.state = State::Idle;
+        // SAFETY: our own timer event.
+        unsafe { nginx_sys::ngx_add_timer(&mut self.timer, ctx.conf().connect_retry_interval) };
+        Outcome::Closed(why)
     }
 
     fn drop_connection(&mut self) {
@@ -375,6 +437,12 @@ impl Peer {
                     nginx_sys::ngx_destroy_pool(pool);
                 }
             }
+            if TICKET_CONN.load(Ordering::Relaxed) == self.conn {
+                // A ticket of this connection never claimed.
+                TICKET_CONN.store(ptr::null_mut(), Ordering::Relaxed);
+                // SAFETY: parked by on_new_session, owned by nobody else.
+                unsafe { handshake::free_session(TICKET.swap(ptr::null_mut(), Ordering::Relaxed)) };
+            }
             self.conn = ptr::null_mut();
         }
         if self.timer.timer_set() != 0 {
@@ -383,11 +451,9 @@ impl Peer {
         }
         self.session = None;
         self.in_flight.clear();
-        let e = self.engine();
-        e.update_inflight();
     }
 
-    /// Stops for good (worker exit): no log, no retry.
+    /// Stops for good (worker exit, or the node left): no log, no retry.
     pub fn shutdown(&mut self) {
         self.drop_connection();
         // SAFETY: our own saved session, not used afterwards.
@@ -396,21 +462,15 @@ impl Peer {
         self.state = State::Idle;
     }
 
-    /// Graceful close on QUIT: push what is queued, say SHUTDOWN, close
-    /// once written (or when the timer fires).
-    fn begin_close(&mut self) {
-        if self.session.is_none() {
+    /// Graceful close on QUIT (after the engine pushed what is queued):
+    /// say SHUTDOWN, close once written (or when the timer fires).
+    pub fn begin_close(&mut self, ctx: &Ctx) -> Outcome {
+        let Some(s) = self.session.as_mut() else {
             self.drop_connection();
-            return;
-        }
-        if self.is_established() {
-            self.engine().drain();
-        }
-        if let Some(s) = self.session.as_mut() {
-            s.close_with(ErrorCode::SHUTDOWN, "shutting down");
-        }
+            return Outcome::Quiet;
+        };
+        s.close_with(ErrorCode::SHUTDOWN, "shutting down");
         self.state = State::Closing;
-        let timeout = self.engine().conf().timeout;
         // SAFETY: our own timer and connection; a non-cancelable timer keeps
         // the exiting worker alive until the flush is done.
         unsafe {
@@ -418,23 +478,48 @@ impl Peer {
                 nginx_sys::ngx_del_timer(&mut self.timer);
             }
             self.timer.set_cancelable(0);
-            nginx_sys::ngx_add_timer(&mut self.timer, timeout);
+            nginx_sys::ngx_add_timer(&mut self.timer, ctx.conf().timeout);
         }
-        self.write_out();
+        self.write_out(ctx)
     }
 
-    /// Room for more records in the outgoing buffer.
-    pub fn room(&mut self) -> usize {
-        let cap = self.engine().send_capacity();
-        self.session
-            .as_mut()
-            .map_or(0, |s| cap.saturating_sub(s.outgoing().len()))
+    /// Whether one more frame of changes fits: room in the outgoing buffer
+    /// and below the cap on frames in flight.
+    pub fn can_take(&mut self, ctx: &Ctx) -> bool {
+        let (frame, cap, max_in_flight) =
+            (ctx.frame_size(), ctx.send_capacity(), ctx.max_in_flight());
+        self.session.as_mut().is_some_and(|s| {
+            s.outgoing().len() + frame <= cap && (s.in_flight() as usize) < max_in_flight
+        })
+    }
+
+    /// When the oldest frame not acknowledged yet was queued.
+    pub fn oldest_unacked(&self) -> Option<u64> {
+        self.in_flight.front().map(|f| f.queued)
+    }
+
+    /// Changes were dropped for lack of room: this peer gets every record
+    /// again in a resync pass (now, or after the pass in progress).
+    pub fn fall_behind(&mut self, ctx: &Ctx) {
+        match self.state {
+            State::Live => {
+                ngx_log_error!(
+                    NGX_LOG_INFO,
+                    ctx.log,
+                    "zone_sync: node {} fell behind, sending it every record again",
+                    self.name
+                );
+                self.start_pass(State::Resync);
+            }
+            State::Snapshot | State::Resync => self.behind = true,
+            _ => {}
+        }
     }
 
     /// Sends one frame of staged records of zone `zone` (index into the
     /// engine's zones).
-    pub fn send_records(&mut self, zone: usize, records: &[super::engine::Staged]) {
-        let max = self.engine().frame_size();
+    pub fn send_records(&mut self, ctx: &Ctx, zone: usize, records: &[Staged]) {
+        let max = ctx.frame_size();
         let Some(s) = self.session.as_mut() else {
             return;
         };
@@ -456,69 +541,87 @@ impl Peer {
                 seq,
                 zone,
                 records: n,
+                queued: current_msec(),
             });
             status::get().add_msgs_out(1);
         }
     }
 
-    /// Fills the outgoing buffer with snapshot frames while there is room.
     /// Sends the snapshot while the socket takes it (the buffers bound
     /// what waits here, not what the kernel accepts), a few rounds per
     /// event; the rest goes on with the next ack or write event.
-    fn pump(&mut self) {
+    fn pump(&mut self, ctx: &Ctx) -> Outcome {
         for _ in 0..SNAPSHOT_ROUNDS {
-            if self.state != State::Snapshot {
+            if !matches!(self.state, State::Snapshot | State::Resync) {
                 break;
             }
-            self.pump_snapshot();
+            self.pump_snapshot(ctx);
             let Some(s) = self.session.as_mut() else {
-                return;
+                return Outcome::Quiet;
             };
             // SAFETY: an open connection of this peer.
-            match unsafe { conn::flush(self.conn, s) } {
+            match unsafe { conn::flush(self.conn, s, &mut self.watch) } {
                 Ok(true) => continue,
                 Ok(false) => break,
-                Err(()) => {
-                    self.close("send() failed");
-                    return;
-                }
+                Err(()) => return self.close(ctx, CloseReason::failed("send() failed")),
             }
         }
-        self.write_out();
+        self.write_out(ctx)
     }
 
-    fn pump_snapshot(&mut self) {
-        let e = self.engine();
-        let max = e.frame_size();
-        let cap = e.send_capacity();
+    /// Fills the outgoing buffer with snapshot frames, leaving room for one
+    /// frame of live changes, and up to three quarters of the cap on frames
+    /// in flight (the rest is for live changes). A record larger than a frame cannot be sent: it is named in
+    /// a log line and the pass goes on with the next.
+    fn pump_snapshot(&mut self, ctx: &Ctx) {
+        let max = ctx.frame_size();
+        let fill = ctx.send_capacity().saturating_sub(max).max(max);
+        let max_in_flight = (ctx.max_in_flight() * 3 / 4).max(1);
         let now = current_msec();
         loop {
             let Some(s) = self.session.as_mut() else {
                 return;
             };
-            if s.outgoing().len() + max > cap {
+            if s.outgoing().len() + max > fill || s.in_flight() as usize >= max_in_flight {
                 return;
             }
             let shared = s.shared_zones();
             let Some(&zone) = shared.get(self.snapshot_zone) else {
                 // Every zone sent.
-                if s.finish_snapshot().is_ok() {
-                    status::get().add_msgs_out(1);
+                if self.state == State::Snapshot {
+                    if s.finish_snapshot().is_ok() {
+                        status::get().add_msgs_out(1);
+                    }
+                    ngx_log_error!(
+                        NGX_LOG_INFO,
+                        ctx.log,
+                        "zone_sync: snapshot sent to node {}",
+                        self.name
+                    );
+                } else {
+                    ngx_log_debug!(ctx.log, "zone_sync: resync sent to node {}", self.name);
+                }
+                if self.behind {
+                    self.start_pass(State::Resync);
+                    continue;
                 }
                 self.state = State::Live;
-                ngx_log_error!(
-                    NGX_LOG_INFO,
-                    e.log,
-                    "zone_sync: snapshot sent to node {}",
-                    self.name
-                );
                 return;
             };
-            let Ok(mut w) = s.begin_records(zone, true, max) else {
+            let z = ctx.zones[zone];
+            let budget = max.saturating_sub(wire::records_frame_overhead(z.name().len()));
+            let Ok(mut w) = s.begin_records(zone, self.state == State::Snapshot, max) else {
                 return;
             };
             let mut n = 0u64;
-            let done = e.zones[zone].snapshot(&mut self.cursor, now, usize::MAX, &mut |r| {
+            let mut skipped: Vec<(String, usize)> = Vec::new();
+            let done = z.snapshot(&mut self.cursor, now, usize::MAX, &mut |r| {
+                let len = r.encoded_len();
+                if len > budget {
+                    // Taken, so that the pass moves past it.
+                    skipped.push((wire::escape(r.key, KEY_LOGGED), len));
+                    return true;
+                }
                 if w.try_push(r) {
                     n += 1;
                     true
@@ -526,67 +629,82 @@ impl Peer {
                     false
                 }
             });
+            let empty = w.is_empty();
             if let Some(seq) = w.finish() {
                 self.in_flight.push_back(InFlight {
                     seq,
                     zone,
                     records: n,
+                    queued: now,
                 });
                 status::get().add_msgs_out(1);
-            } else if !done {
-                // Not even one record fits a buffer: cannot happen for
-                // records admitted at write time; skip it rather than spin.
-                self.snapshot_zone += 1;
-                self.cursor = SnapshotCursor::default();
+            }
+            for (key, len) in skipped {
+                ngx_log_error!(
+                    NGX_LOG_ERR,
+                    ctx.log,
+                    "zone_sync: record \"{}\" of {} bytes in zone \"{}\" exceeds a \
+                     \"zone_sync_buffers\" buffer, not sent to node {}",
+                    key,
+                    len,
+                    String::from_utf8_lossy(z.name()),
+                    self.name
+                );
             }
             if done {
                 self.snapshot_zone += 1;
                 self.cursor = SnapshotCursor::default();
+            } else if empty {
+                // Nothing taken and not done: cannot happen (a record that
+                // fits no frame is skipped above); do not spin.
+                return;
             }
         }
     }
 
     /// Writes what is queued; re-arms events and the session timer.
-    pub fn write_out(&mut self) {
+    pub fn write_out(&mut self, ctx: &Ctx) -> Outcome {
         let c = self.conn;
         let Some(s) = self.session.as_mut() else {
-            return;
+            return Outcome::Quiet;
         };
         // SAFETY: an open connection of this peer.
-        let flushed = unsafe { conn::flush(c, s) };
+        let flushed = unsafe { conn::flush(c, s, &mut self.watch) };
         match flushed {
-            Err(()) => self.close("send() failed"),
+            Err(()) => self.close(ctx, CloseReason::failed("send() failed")),
             Ok(all) => {
                 if all && self.state == State::Closing {
                     self.drop_connection();
-                    return;
+                    return Outcome::Quiet;
                 }
                 // SAFETY: as above.
                 if unsafe { conn::rearm(c, !all) }.is_err() {
-                    self.close("could not arm events");
-                    return;
+                    return self.close(ctx, CloseReason::failed("could not arm events"));
                 }
-                self.arm_session_timer();
+                self.arm_session_timer(ctx);
+                Outcome::Quiet
             }
         }
     }
 
-    fn arm_session_timer(&mut self) {
+    fn arm_session_timer(&mut self, ctx: &Ctx) {
         if self.state == State::Closing {
             return;
         }
         let Some(s) = self.session.as_ref() else {
             return;
         };
-        let next = s.next_timer();
-        let now = current_msec();
-        let delay = next.saturating_sub(now).clamp(1, 60_000);
+        let mut next = s.next_timer();
+        if let Some(d) = self.watch.deadline(ctx.conf().timeout as u64) {
+            next = next.min(d);
+        }
+        let delay = next.saturating_sub(current_msec()).clamp(1, 60_000);
         // SAFETY: our own timer event.
         unsafe { nginx_sys::ngx_add_timer(&mut self.timer, delay as _) };
     }
 
     /// Handles every complete frame the session holds.
-    fn on_frames(&mut self) -> Result<(), String> {
+    fn on_frames(&mut self) -> Result<(), CloseReason> {
         loop {
             let Some(s) = self.session.as_mut() else {
                 return Ok(());
@@ -594,38 +712,27 @@ impl Peer {
             let ev = match s.next_event() {
                 Ok(Some(ev)) => ev,
                 Ok(None) => return Ok(()),
-                Err(SessionError::SelfConnect) => return Err("self".into()),
-                Err(err) => return Err(format!("protocol error: {err}")),
+                Err(e) => return Err(CloseReason::from_session(e)),
             };
             status::get().add_msgs_in(1);
             match ev {
                 Event::PeerHello { node_id, .. } => {
                     if node_id == crate::node_id() {
-                        return Err("self".into());
+                        return Err(CloseReason::Myself);
                     }
                     self.state = State::Snapshot;
-                    let e = self.engine();
-                    ngx_log_error!(
-                        NGX_LOG_NOTICE,
-                        e.log,
-                        "zone_sync: node {} is online",
-                        self.name
-                    );
-                    e.update_online();
+                    // Announced once the read is done (the engine logs
+                    // "online" lines through the outcome).
+                    self.acked = true;
                 }
                 Event::Ack { seq } => {
                     while self.in_flight.front().is_some_and(|f| f.seq <= seq) {
                         self.in_flight.pop_front();
                     }
-                    self.engine().update_inflight();
                     self.acked = true;
                 }
                 Event::PeerError { code, text } => {
-                    if code == ErrorCode::SELF {
-                        return Err("self".into());
-                    }
-                    let text = String::from_utf8_lossy(&text[..text.len().min(128)]).into_owned();
-                    return Err(format!("closed by peer: {} {}", code, text));
+                    return Err(CloseReason::from_peer(code, text));
                 }
                 Event::Records { .. } | Event::SnapshotDone { .. } => {
                     // The session refuses these on a client.
@@ -643,98 +750,129 @@ impl Peer {
         }
     }
 
-    fn handle_error(&mut self, why: String) {
-        if why == "self" {
-            let e = self.engine();
-            ngx_log_error!(
-                NGX_LOG_INFO,
-                e.log,
-                "zone_sync: node {} is this node, not syncing with it",
-                self.name
-            );
-            self.drop_connection();
-            self.state = State::Myself;
-            return;
+    /// An nginx event of this peer (dispatched by the engine).
+    ///
+    /// # Safety
+    /// Called from the event's handler, with the running cycle.
+    pub unsafe fn on_event(&mut self, ctx: &Ctx, what: PeerEvent) -> Outcome {
+        match what {
+            PeerEvent::Timer => self.on_timer(ctx),
+            PeerEvent::Read => self.on_read(ctx),
+            PeerEvent::Write => self.on_write(ctx),
+            PeerEvent::Handshake => self.handshaked(ctx),
         }
-        self.close(&why);
     }
-}
 
-unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
-    let p = &mut *(*ev).data.cast::<Peer>();
-    match p.state {
-        State::Idle => p.connect(),
-        State::Closing => p.drop_connection(),
-        State::Myself | State::Connecting | State::Handshake => {}
-        State::Hello | State::Snapshot | State::Live => {
-            let Some(s) = p.session.as_mut() else { return };
-            match s.poll_timers(current_msec()) {
-                Ok(()) => p.write_out(),
-                Err(SessionError::Timeout) => p.close("timed out"),
-                Err(e) => p.close(&format!("{e}")),
+    unsafe fn on_timer(&mut self, ctx: &Ctx) -> Outcome {
+        match self.state {
+            State::Idle => self.connect(ctx),
+            State::Closing => {
+                self.drop_connection();
+                Outcome::Quiet
+            }
+            State::Myself | State::Connecting | State::Handshake => Outcome::Quiet,
+            State::Hello | State::Snapshot | State::Resync | State::Live => {
+                let now = current_msec();
+                if self.watch.stalled(now, ctx.conf().timeout as u64) {
+                    return self.close(ctx, CloseReason::SendStalled);
+                }
+                let Some(s) = self.session.as_mut() else {
+                    return Outcome::Quiet;
+                };
+                match s.poll_timers(now) {
+                    Ok(()) => self.write_out(ctx),
+                    Err(e) => self.close(ctx, CloseReason::from_session(e)),
+                }
             }
         }
     }
-}
 
-unsafe extern "C" fn on_write(ev: *mut ngx_event_t) {
-    let c = (*ev).data.cast::<ngx_connection_t>();
-    let p = &mut *(*c).data.cast::<Peer>();
-    if p.state == State::Connecting {
-        if (*ev).timedout() != 0 {
-            p.close("connect timed out");
-            return;
+    unsafe fn on_write(&mut self, ctx: &Ctx) -> Outcome {
+        let c = self.conn;
+        if c.is_null() {
+            return Outcome::Quiet;
         }
-        if (*ev).timer_set() != 0 {
-            nginx_sys::ngx_del_timer(ev);
-        }
-        if let Err(why) = test_connect(c) {
-            p.close(&why);
-            return;
-        }
-        p.connected();
-        return;
-    }
-    p.pump();
-    // The socket took what was queued: changes held back for lack of
-    // room in this peer's buffer can go now.
-    if p.is_established() {
-        p.engine().resume();
-    }
-}
-
-unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
-    let c = (*ev).data.cast::<ngx_connection_t>();
-    let p = &mut *(*c).data.cast::<Peer>();
-    if (*c).close() != 0 {
-        // The worker is shutting down.
-        p.begin_close();
-        return;
-    }
-    if matches!(p.state, State::Connecting | State::Handshake) {
-        return;
-    }
-    match conn::read(c, p) {
-        _ if p.failure.is_some() => {
-            let why = p.failure.take().unwrap_or_default();
-            p.handle_error(why);
-        }
-        ReadResult::Again => {
-            p.pump();
-            if p.acked && p.is_established() {
-                p.acked = false;
-                p.engine().resume();
+        if self.state == State::Connecting {
+            let ev = (*c).write;
+            if (*ev).timedout() != 0 {
+                return self.close(ctx, CloseReason::failed("connect timed out"));
             }
+            if (*ev).timer_set() != 0 {
+                nginx_sys::ngx_del_timer(ev);
+            }
+            if let Err(why) = test_connect(c) {
+                return self.close(ctx, CloseReason::Failed(why));
+            }
+            return self.connected(ctx);
         }
-        // A listener with "ssl_verify_client on" completes the handshake,
-        // then closes the connection if the certificate does not do: all
-        // this side can tell is where it happened.
-        ReadResult::Eof if p.state == State::Hello && !(*c).ssl.is_null() => p.close(
-            "connection closed by peer after the TLS handshake, before its HELLO \
-             (client certificate refused?)",
-        ),
-        ReadResult::Eof => p.close("connection closed by peer"),
-        ReadResult::Error => p.close("recv() failed"),
+        let out = self.pump(ctx);
+        if !matches!(out, Outcome::Quiet) {
+            return out;
+        }
+        // The socket took what was queued: changes held back for lack of
+        // room in this peer's buffer can go now.
+        if self.is_established() {
+            Outcome::Ready
+        } else {
+            Outcome::Quiet
+        }
+    }
+
+    unsafe fn on_read(&mut self, ctx: &Ctx) -> Outcome {
+        let c = self.conn;
+        if c.is_null() {
+            return Outcome::Quiet;
+        }
+        if (*c).close() != 0 {
+            // The worker is shutting down.
+            return if self.is_established() {
+                Outcome::Exiting
+            } else {
+                self.begin_close(ctx)
+            };
+        }
+        if matches!(self.state, State::Connecting | State::Handshake) {
+            return Outcome::Quiet;
+        }
+        let was = self.state;
+        let r = conn::read(c, self);
+        self.claim_ticket();
+        if let Some(why) = self.failure.take() {
+            return self.close(ctx, why);
+        }
+        match r {
+            ReadResult::Again | ReadResult::Paused => {
+                if was == State::Hello && self.is_established() {
+                    ngx_log_error!(
+                        NGX_LOG_NOTICE,
+                        ctx.log,
+                        "zone_sync: node {} is online",
+                        self.name
+                    );
+                }
+                let out = self.pump(ctx);
+                if !matches!(out, Outcome::Quiet) {
+                    return out;
+                }
+                if mem::take(&mut self.acked) && self.is_established() {
+                    Outcome::Ready
+                } else {
+                    Outcome::Quiet
+                }
+            }
+            // A listener with "ssl_verify_client on" completes the
+            // handshake, then closes the connection if the certificate does
+            // not do: all this side can tell is where it happened.
+            ReadResult::Eof if self.state == State::Hello && !(*c).ssl.is_null() => self.close(
+                ctx,
+                CloseReason::failed(
+                    "connection closed by peer after the TLS handshake, before its HELLO \
+                     (client certificate refused?)",
+                ),
+            ),
+            ReadResult::Eof => self.close(ctx, CloseReason::Eof),
+            ReadResult::Error => self.close(ctx, CloseReason::failed("recv() failed")),
+        }
     }
 }
 
@@ -753,32 +891,53 @@ impl conn::Endpoint for Peer {
     }
 }
 
-/// `c->ssl->handler`: the handshake ended, well or not.
-unsafe extern "C" fn on_handshake(c: *mut ngx_connection_t) {
-    let p = &mut *(*c).data.cast::<Peer>();
-    p.handshaked();
+unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
+    engine::peer_event((*ev).data.cast::<Peer>(), PeerEvent::Timer);
 }
 
+unsafe extern "C" fn on_write(ev: *mut ngx_event_t) {
+    let c = (*ev).data.cast::<ngx_connection_t>();
+    engine::peer_event((*c).data.cast::<Peer>(), PeerEvent::Write);
+}
+
+unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
+    let c = (*ev).data.cast::<ngx_connection_t>();
+    engine::peer_event((*c).data.cast::<Peer>(), PeerEvent::Read);
+}
+
+/// `c->ssl->handler`: the handshake ended, well or not.
+unsafe extern "C" fn on_handshake(c: *mut ngx_connection_t) {
+    engine::peer_event((*c).data.cast::<Peer>(), PeerEvent::Handshake);
+}
+
+/// A TLS session ticket nginx handed over during a read, and the
+/// connection it came on, until that connection's peer claims it.
+static TICKET: AtomicPtr<handshake::SSL_SESSION> = AtomicPtr::new(ptr::null_mut());
+static TICKET_CONN: AtomicPtr<ngx_connection_t> = AtomicPtr::new(ptr::null_mut());
+
 /// `c->ssl->save_session`: nginx's new-session callback got a session
-/// (a TLS 1.3 ticket) on a verified connection.
+/// (a TLS 1.3 ticket) on a verified connection. Runs inside a read of the
+/// peer, so it only parks the session for [`Peer::claim_ticket`].
 unsafe extern "C" fn on_new_session(c: *mut ngx_connection_t) {
-    let p = &mut *(*c).data.cast::<Peer>();
-    if p.conn == c {
-        p.remember_session();
+    let s = handshake::save_session(c);
+    if s.is_null() {
+        return;
     }
+    handshake::free_session(TICKET.swap(s, Ordering::Relaxed));
+    TICKET_CONN.store(c, Ordering::Relaxed);
 }
 
 /// Log context of an outgoing connection: `, node: 127.0.0.1:9000` (after
 /// ` while <action>` when there is one), as nginx's modules add theirs.
 unsafe extern "C" fn log_context(log: *mut ngx_log_t, buf: *mut u8, len: usize) -> *mut u8 {
-    let p = &*(*log).data.cast::<Peer>();
+    let name = crate::ngx_ext::str_bytes(&*(*log).data.cast::<ngx_str_t>());
     let mut text = String::new();
     if !(*log).action.is_null() {
         text.push_str(" while ");
         text.push_str(&core::ffi::CStr::from_ptr((*log).action).to_string_lossy());
     }
     text.push_str(", node: ");
-    text.push_str(&p.name);
+    text.push_str(&String::from_utf8_lossy(name));
     let n = text.len().min(len);
     ptr::copy_nonoverlapping(text.as_ptr(), buf, n);
     buf.add(n)

@@ -10,14 +10,15 @@ use nginx_sys::{
 };
 use ngx::ngx_log_error;
 
-use super::engine::Engine;
+use super::engine;
 use super::members::NodeAddr;
 
 /// Retry delay after a failed lookup.
 const RETRY_MS: ngx_msec_t = 1000;
 
+/// Owned by the engine, which passes its events on and applies the
+/// member lists it returns.
 pub struct Resolve {
-    engine: *mut Engine,
     host: Vec<u8>,
     port: u16,
     resolver: *mut ngx_resolver_t,
@@ -33,7 +34,6 @@ impl Resolve {
     /// # Safety
     /// `resolver` belongs to the running cycle; `log` outlives the engine.
     pub unsafe fn new(
-        engine: *mut Engine,
         host: &[u8],
         port: u16,
         resolver: *mut ngx_resolver_t,
@@ -41,7 +41,6 @@ impl Resolve {
         log: *mut ngx_log_t,
     ) -> Box<Resolve> {
         let mut r = Box::new(Resolve {
-            engine,
             host: host.to_vec(),
             port,
             resolver,
@@ -58,10 +57,11 @@ impl Resolve {
         r
     }
 
-    /// Resolves now, then whenever the answer expires.
-    pub fn start(&mut self) {
+    /// Resolves now, then whenever the answer expires; `nodes` is the
+    /// current member count, for logs.
+    pub fn start(&mut self, nodes: usize) {
         // SAFETY: our own timer; the resolver is the cycle's.
-        unsafe { self.resolve() }
+        unsafe { self.resolve(nodes) }
     }
 
     pub fn stop(&mut self) {
@@ -77,19 +77,18 @@ impl Resolve {
         }
     }
 
-    fn engine(&self) -> &'static mut Engine {
-        // SAFETY: the engine owns this and outlives it; one thread.
-        unsafe { &mut *self.engine }
-    }
-
-    unsafe fn resolve(&mut self) {
+    /// Starts a lookup (from the timer).
+    ///
+    /// # Safety
+    /// The resolver belongs to the running cycle.
+    pub unsafe fn resolve(&mut self, nodes: usize) {
         if crate::ngx_ext::exiting() {
             return;
         }
         let ctx = nginx_sys::ngx_resolve_start(self.resolver, ptr::null_mut());
         if ctx.is_null() || ctx as isize == -1 {
             // -1 is NGX_NO_RESOLVER: refused by `nginx -t` already.
-            self.failed("could not start a lookup".into());
+            self.failed("could not start a lookup".into(), nodes);
             return;
         }
         (*ctx).name = ngx_str_t {
@@ -106,20 +105,19 @@ impl Resolve {
         if nginx_sys::ngx_resolve_name(ctx) != NGX_OK as isize {
             // nginx has freed the context.
             self.ctx = ptr::null_mut();
-            self.failed("lookup failed".into());
+            self.failed("lookup failed".into(), nodes);
         }
     }
 
-    fn failed(&mut self, why: String) {
-        let e = self.engine();
+    fn failed(&mut self, why: String, nodes: usize) {
         if self.last_error != why {
             ngx_log_error!(
                 NGX_LOG_ERR,
-                e.log,
+                self.timer.log,
                 "zone_sync: could not resolve \"{}\": {}, keeping the current {} node(s)",
                 String::from_utf8_lossy(&self.host),
                 why,
-                e.node_count()
+                nodes
             );
             self.last_error = why;
         }
@@ -127,7 +125,15 @@ impl Resolve {
         unsafe { nginx_sys::ngx_add_timer(&mut self.timer, RETRY_MS) };
     }
 
-    unsafe fn resolved(&mut self, ctx: *mut ngx_resolver_ctx_t) {
+    /// A lookup ended: the new member list, if it has one.
+    ///
+    /// # Safety
+    /// `ctx` is this lookup's finished context.
+    pub unsafe fn resolved(
+        &mut self,
+        ctx: *mut ngx_resolver_ctx_t,
+        nodes: usize,
+    ) -> Option<Vec<NodeAddr>> {
         self.ctx = ptr::null_mut();
         let state = (*ctx).state;
         if state != 0 || (*ctx).naddrs == 0 {
@@ -139,13 +145,13 @@ impl Resolve {
                 "no addresses".into()
             };
             nginx_sys::ngx_resolve_name_done(ctx);
-            self.failed(why);
-            return;
+            self.failed(why, nodes);
+            return None;
         }
         if !self.last_error.is_empty() {
             ngx_log_error!(
                 NGX_LOG_NOTICE,
-                self.engine().log,
+                self.timer.log,
                 "zone_sync: \"{}\" resolves again",
                 String::from_utf8_lossy(&self.host)
             );
@@ -173,23 +179,20 @@ impl Resolve {
         let valid = (*ctx).valid;
         nginx_sys::ngx_resolve_name_done(ctx);
 
-        self.engine().set_members(nodes);
-
         // The resolver serves its cache while `valid >= now` (seconds):
         // look up again the first second past that, or the lookup is a
         // cache hit that only postpones the query.
         let now = nginx_sys::ngx_time() as i64;
         let delay = ((valid + 1 - now).max(1) * 1000) as ngx_msec_t;
         nginx_sys::ngx_add_timer(&mut self.timer, delay);
+        Some(nodes)
     }
 }
 
-unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
-    let r = &mut *(*ev).data.cast::<Resolve>();
-    r.resolve();
+unsafe extern "C" fn on_timer(_ev: *mut ngx_event_t) {
+    engine::resolve_event(ptr::null_mut());
 }
 
 unsafe extern "C" fn on_resolved(ctx: *mut ngx_resolver_ctx_t) {
-    let r = &mut *(*ctx).data.cast::<Resolve>();
-    r.resolved(ctx);
+    engine::resolve_event(ctx);
 }

@@ -46,6 +46,12 @@ impl ApiError {
         Self::new(404, "PathNotFound", "path not found")
     }
 
+    /// A named item of a collection that does not exist (`SlabNotFound`,
+    /// `LimitReqNotFound`, ...).
+    pub fn not_found(code: &'static str, text: Vec<u8>) -> Self {
+        Self::new(404, code, text)
+    }
+
     pub fn method_not_supported(allow: &'static str) -> Self {
         ApiError {
             allow: Some(allow),

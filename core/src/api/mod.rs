@@ -11,10 +11,17 @@
 //! | `/`                                | GET: `[1,2,...,9]`             |
 //! | `/{v}/`                            | GET: `["nginx","http","stream"]` |
 //! | `/{v}/nginx`                       | GET                            |
-//! | `/{v}/http/`, `/{v}/stream/`       | GET: `["keyvals"]`, `["keyvals","zone_sync"]` (zone_sync only when configured) |
+//! | `/{v}/http/`, `/{v}/stream/`       | GET: what the version serves (`zone_sync` only when configured) |
 //! | `/{v}/{http,stream}/keyvals/`      | GET                            |
 //! | `/{v}/{http,stream}/keyvals/{zone}`| GET (`?key=`), POST, PATCH, DELETE |
 //! | `/{v}/stream/zone_sync/`           | GET                            |
+//! | `/{v}/processes`, `/{v}/connections`, `/{v}/ssl`, `/{v}/http/requests` | GET |
+//! | `/{v}/slabs/[{zone}]`, `/{v}/http/limit_reqs/[{zone}]` (6+) | GET |
+//! | `/{v}/workers/` (9+)               | GET: `[]`                      |
+//! | the collections of [`metrics::Untracked`] | GET: `{}`               |
+//!
+//! The monitoring endpoints ([`metrics`]) carry only figures the backend
+//! read from nginx; what nginx does not count is left out (`{}`).
 //!
 //! HEAD is answered as GET (the nginx layer sends the headers only, with
 //! the body's length). Every GET takes `?fields=a,b`: for an object
@@ -83,6 +90,7 @@
 mod errors;
 pub mod json;
 mod keyvals;
+pub mod metrics;
 mod routes;
 mod status;
 pub mod versions;
@@ -91,6 +99,7 @@ pub use errors::HREF;
 pub use status::iso8601_ms;
 
 use errors::ApiError;
+pub use metrics::{LimitReqZone, SlabSlot, SlabZone, StubStatus};
 use routes::{Fields, Route};
 
 /// Largest body [`handle`] accepts (413 above). The nginx layer's own limit
@@ -260,6 +269,21 @@ pub trait Backend {
     /// `None`: `zone_sync` is not configured.
     fn zone_sync(&self) -> Option<ZoneSyncStatus>;
 
+    /// nginx's stub_status counters; `None` when the binary has none.
+    fn stub_status(&self) -> Option<StubStatus>;
+
+    /// Abnormally terminated and respawned child processes; `None` when
+    /// unknown.
+    fn respawned(&self) -> Option<u64>;
+
+    /// The slab statistics of every shared memory zone, in the order to
+    /// list them.
+    fn slabs(&self) -> Vec<SlabZone>;
+
+    /// The counters of every `sync_limit_req_zone`, in the order to list
+    /// them.
+    fn limit_reqs(&self) -> Vec<LimitReqZone>;
+
     /// Names of the keyval zones of `ns`, in the order to list them.
     fn keyval_zones(&self, ns: Namespace) -> Vec<Vec<u8>>;
 
@@ -375,23 +399,28 @@ fn dispatch(
             b.push(b']');
             b
         }
-        Route::Endpoints => list(&[b"nginx", b"http", b"stream"]),
-        Route::NsEndpoints(Namespace::Http) => list(&[b"keyvals"]),
-        Route::NsEndpoints(Namespace::Stream) => {
-            let mut names: Vec<&[u8]> = Vec::new();
-            if versions::has(v, versions::Feature::StreamKeyvals) {
-                names.push(b"keyvals");
-            }
-            if versions::has(v, versions::Feature::ZoneSync) && backend.zone_sync().is_some() {
-                names.push(b"zone_sync");
-            }
-            list(&names)
+        Route::Endpoints => list(&endpoints(v, None, false)),
+        Route::NsEndpoints(ns) => {
+            let sync = ns == Namespace::Stream && backend.zone_sync().is_some();
+            list(&endpoints(v, Some(ns), sync))
         }
         Route::Nginx => status::nginx(&backend.nginx_info(), &fields),
         Route::ZoneSync => match backend.zone_sync() {
             Some(st) => status::zone_sync(&st, &fields),
             None => return Err(ApiError::path_not_found()),
         },
+        Route::Processes => metrics::processes(backend.respawned(), &fields),
+        Route::Connections => metrics::connections(backend.stub_status().as_ref(), &fields),
+        Route::HttpRequests => metrics::http_requests(backend.stub_status().as_ref(), &fields),
+        Route::Slabs => metrics::slabs(&backend.slabs(), &fields),
+        Route::Slab(zone) => metrics::slab(&backend.slabs(), zone, &fields)?,
+        Route::LimitReqs => metrics::limit_reqs(&backend.limit_reqs(), &fields),
+        Route::LimitReq(zone) => metrics::limit_req(&backend.limit_reqs(), zone, &fields)?,
+        // nginx keeps no SSL counters, nor per-worker ones.
+        Route::Ssl | Route::Untracked(_) => b"{}".to_vec(),
+        Route::Workers => b"[]".to_vec(),
+        Route::Worker(id) => return Err(metrics::worker_not_found(id)),
+        Route::UntrackedItem(what, name) => return Err(what.not_found(name)),
         Route::KeyvalZones(ns) => keyvals::get_all(backend, ns, &fields),
         Route::KeyvalZone(ns, zone) => {
             let key = routes::arg(req.args, b"key");
@@ -432,6 +461,50 @@ fn write(
             Ok(Response::ok(204, Vec::new()))
         }
     }
+}
+
+/// The endpoint list of the root (`ns` `None`) or of `/http/`,
+/// `/stream/`, in the order of the Plus specification: what version `v`
+/// serves (`zone_sync` when `sync`).
+fn endpoints(v: u32, ns: Option<Namespace>, sync: bool) -> Vec<&'static [u8]> {
+    use versions::Feature::*;
+    let table: &[(&[u8], Option<versions::Feature>)] = match ns {
+        None => &[
+            (b"nginx", None),
+            (b"processes", None),
+            (b"connections", None),
+            (b"slabs", None),
+            (b"http", None),
+            (b"stream", None),
+            (b"resolvers", Some(Resolvers)),
+            (b"ssl", None),
+            (b"workers", Some(Workers)),
+        ],
+        Some(Namespace::Http) => &[
+            (b"requests", None),
+            (b"server_zones", None),
+            (b"location_zones", Some(Resolvers)),
+            (b"caches", None),
+            (b"limit_conns", Some(Limits)),
+            (b"limit_reqs", Some(Limits)),
+            (b"keyvals", None),
+            (b"upstreams", None),
+        ],
+        Some(Namespace::Stream) => &[
+            (b"server_zones", None),
+            (b"limit_conns", Some(Limits)),
+            (b"keyvals", Some(StreamKeyvals)),
+            (b"zone_sync", Some(ZoneSync)),
+            (b"upstreams", None),
+        ],
+    };
+    table
+        .iter()
+        .filter(|(name, f)| {
+            f.is_none_or(|f| versions::has(v, f)) && (*name != b"zone_sync" || sync)
+        })
+        .map(|(name, _)| *name)
+        .collect()
 }
 
 fn list(names: &[&[u8]]) -> Vec<u8> {

@@ -9,6 +9,7 @@
 //! taken verbatim, any bytes but `/`.
 
 use super::errors::ApiError;
+use super::metrics::Untracked;
 use super::versions::{self, Feature};
 use super::Namespace;
 
@@ -24,6 +25,20 @@ pub(crate) enum Route<'a> {
     KeyvalZones(Namespace),
     KeyvalZone(Namespace, &'a [u8]),
     ZoneSync,
+    Processes,
+    Connections,
+    Slabs,
+    Slab(&'a [u8]),
+    Ssl,
+    Workers,
+    Worker(&'a [u8]),
+    HttpRequests,
+    LimitReqs,
+    LimitReq(&'a [u8]),
+    /// A collection this module does not track: `{}`.
+    Untracked(Untracked),
+    /// An item of such a collection: its "not found".
+    UntrackedItem(Untracked, &'a [u8]),
 }
 
 /// A resolved path: the version (absent only for [`Route::Versions`]) and
@@ -47,6 +62,8 @@ pub(crate) fn resolve(path: &[u8]) -> Resolved<'_> {
         return not_found;
     }
     let stream_kv = versions::has(v, Feature::StreamKeyvals);
+    let v5 = versions::has(v, Feature::Resolvers);
+    let v6 = versions::has(v, Feature::Limits);
     let route = match rest.as_slice() {
         [] => Route::Endpoints,
         [b"nginx"] => Route::Nginx,
@@ -57,9 +74,54 @@ pub(crate) fn resolve(path: &[u8]) -> Resolved<'_> {
         [b"stream", b"keyvals"] if stream_kv => Route::KeyvalZones(Namespace::Stream),
         [b"stream", b"keyvals", zone] if stream_kv => Route::KeyvalZone(Namespace::Stream, zone),
         [b"stream", b"zone_sync"] if versions::has(v, Feature::ZoneSync) => Route::ZoneSync,
+        [b"processes"] => Route::Processes,
+        [b"connections"] => Route::Connections,
+        [b"slabs"] => Route::Slabs,
+        [b"slabs", zone] => Route::Slab(zone),
+        [b"ssl"] => Route::Ssl,
+        [b"workers"] if versions::has(v, Feature::Workers) => Route::Workers,
+        [b"workers", id] if versions::has(v, Feature::Workers) => Route::Worker(id),
+        [b"http", b"requests"] => Route::HttpRequests,
+        [b"http", b"limit_reqs"] if v6 => Route::LimitReqs,
+        [b"http", b"limit_reqs", zone] if v6 => Route::LimitReq(zone),
+        [b"http", b"server_zones", item @ ..] if item.len() < 2 => {
+            untracked(Untracked::HttpServerZones, item.first().copied())
+        }
+        [b"http", b"location_zones", item @ ..] if v5 && item.len() < 2 => {
+            untracked(Untracked::HttpLocationZones, item.first().copied())
+        }
+        [b"http", b"caches", item @ ..] if item.len() < 2 => {
+            untracked(Untracked::HttpCaches, item.first().copied())
+        }
+        [b"http", b"upstreams", item @ ..] if item.len() < 2 => {
+            untracked(Untracked::HttpUpstreams, item.first().copied())
+        }
+        [b"http", b"limit_conns", item @ ..] if v6 && item.len() < 2 => {
+            untracked(Untracked::HttpLimitConns, item.first().copied())
+        }
+        [b"stream", b"server_zones", item @ ..] if item.len() < 2 => {
+            untracked(Untracked::StreamServerZones, item.first().copied())
+        }
+        [b"stream", b"upstreams", item @ ..] if item.len() < 2 => {
+            untracked(Untracked::StreamUpstreams, item.first().copied())
+        }
+        [b"stream", b"limit_conns", item @ ..] if v6 && item.len() < 2 => {
+            untracked(Untracked::StreamLimitConns, item.first().copied())
+        }
+        [b"resolvers", item @ ..] if v5 && item.len() < 2 => {
+            untracked(Untracked::Resolvers, item.first().copied())
+        }
         _ => return not_found,
     };
     Ok((Some(v), route))
+}
+
+/// An untracked collection (no `item`) or one of its items.
+fn untracked(what: Untracked, item: Option<&[u8]>) -> Route<'_> {
+    match item {
+        None => Route::Untracked(what),
+        Some(name) => Route::UntrackedItem(what, name),
+    }
 }
 
 /// The first `name=value` argument of a raw query string, value

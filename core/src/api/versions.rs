@@ -23,6 +23,13 @@ pub enum Feature {
     /// changed since version 5". Earlier versions reject the nested object
     /// ("nested object or list", as the version 1-4 documentation lists).
     KeyvalExpire,
+    /// `/resolvers/` and `/http/location_zones/`: "added in version 5".
+    Resolvers,
+    /// `/http/limit_reqs/`, `/http/limit_conns/`, `/stream/limit_conns/`:
+    /// "added in version 6".
+    Limits,
+    /// `/workers/`: "added in version 9".
+    Workers,
 }
 
 /// `(feature, first version, last version)`, both inclusive.
@@ -31,6 +38,9 @@ const TABLE: &[(Feature, u32, u32)] = &[
     (Feature::ZoneSync, 3, CURRENT),
     (Feature::ErrorPathMethod, 1, 3),
     (Feature::KeyvalExpire, 5, CURRENT),
+    (Feature::Resolvers, 5, CURRENT),
+    (Feature::Limits, 6, CURRENT),
+    (Feature::Workers, 9, CURRENT),
 ];
 
 /// Whether API `version` has `feature`.
