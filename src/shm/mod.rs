@@ -20,7 +20,7 @@ use nginx_sys::{
 };
 use ngx::ngx_log_error;
 use zone_sync_core::hlc::SharedHlc;
-use zone_sync_core::table::Table;
+use zone_sync_core::table::{Table, SLOTS};
 
 use crate::kinds::EngineShared;
 
@@ -80,6 +80,8 @@ pub struct Header {
     /// The arena: its offset from the pool's start, and its length.
     arena_off: usize,
     arena_len: usize,
+    /// The table's slot figures last added to the pool's statistics.
+    published: [(u64, u64, u64); SLOTS],
 }
 
 /// A zone's table as seen by one process.
@@ -165,6 +167,7 @@ impl Shm {
             engine: EngineShared::default(),
             arena_off: arena as usize - pool as usize,
             arena_len: len,
+            published: [(0, 0, 0); SLOTS],
         });
         let s = core::slice::from_raw_parts_mut(arena, len);
         Table::format(s, random_seed())?;
@@ -234,7 +237,39 @@ impl Shm {
                 r.dropped
             );
         }
-        f(&mut t)
+        let before = (t.counters().seq, t.counters().expired);
+        let r = f(&mut t);
+        if (t.counters().seq, t.counters().expired) != before {
+            self.publish_slots(&t);
+        }
+        r
+    }
+
+    /// Shows the table's records among the allocations of the slab pool's
+    /// statistics (what `/api/N/slabs` reports), by slot size, beside the
+    /// pool's own: the pool itself sees the arena as one block.
+    fn publish_slots(&self, t: &Table<'_>) {
+        let stats = t.slot_stats();
+        // SAFETY: under the zone's lock (the header's `published` and the
+        // pool's statistics change only under it); ngx_slab_init gives
+        // `stats` one entry per slot size, `ngx_pagesize_shift - min_shift`
+        // of them.
+        unsafe {
+            // Only this field: the clock and the engine's figures may be
+            // borrowed meanwhile.
+            let published = &mut *ptr::addr_of_mut!((*self.hdr).published);
+            let p = &*self.pool;
+            let n = nginx_sys::ngx_pagesize_shift.saturating_sub(p.min_shift);
+            for (i, &(used, reqs, fails)) in stats.iter().enumerate().take(n) {
+                let (u0, r0, f0) = published[i];
+                let s = &mut *p.stats.add(i);
+                s.used = s.used.wrapping_add(used.wrapping_sub(u0) as _);
+                s.total = s.total.max(s.used);
+                s.reqs = s.reqs.wrapping_add(reqs.wrapping_sub(r0) as _);
+                s.fails = s.fails.wrapping_add(fails.wrapping_sub(f0) as _);
+                published[i] = (used, reqs, fails);
+            }
+        }
     }
 
     /// The pool's data size (start to end), for size checks.

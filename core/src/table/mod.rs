@@ -70,7 +70,11 @@ const H_RNG: usize = 112;
 const H_FREE_BYTES: usize = 120;
 const H_LAST_EVICT_LOG: usize = 128;
 const H_FIRST_REMOTE: usize = 136;
-const H_BITMAP: usize = 144;
+/// Allocations by nginx's slab slot sizes (8 bytes to 2 KiB, then one for
+/// larger): used, requests, failures ([`Table::slot_stats`]).
+const H_SLOTS: usize = 144;
+pub const SLOTS: usize = 10;
+const H_BITMAP: usize = H_SLOTS + SLOTS * 24;
 /// Size classes: `size / 8` up to 254; 255 holds every larger block.
 const NCLASS: usize = 256;
 const LARGE: usize = NCLASS - 1;
@@ -199,6 +203,13 @@ pub fn hash(seed: u64, key: &[u8]) -> u64 {
     h ^= h >> 32;
     h = h.wrapping_mul(K);
     h ^ (h >> 29)
+}
+
+/// The nginx slab slot of an allocation of `size` bytes: 8 bytes for slot
+/// 0, doubling, the last slot for everything over 2 KiB.
+fn slot_of(size: usize) -> usize {
+    let bits = usize::BITS - size.saturating_sub(1).leading_zeros();
+    (bits.saturating_sub(3) as usize).min(SLOTS - 1)
 }
 
 fn class_of(size: usize) -> usize {
@@ -710,7 +721,19 @@ impl<'a> Table<'a> {
 
     fn free_block(&mut self, r: Rec) {
         let size = rec::size(self.klen(r), self.vlen(r));
+        let used = H_SLOTS + slot_of(size) * 24;
+        let n = self.r64(used).saturating_sub(1);
+        self.w64(used, n);
         self.push_free(r.0, size);
+    }
+
+    /// Records allocated, by nginx's slab slot sizes (see [`SLOTS`]): for
+    /// each, (in use, allocations, failed allocations).
+    pub fn slot_stats(&self) -> [(u64, u64, u64); SLOTS] {
+        core::array::from_fn(|i| {
+            let o = H_SLOTS + i * 24;
+            (self.r64(o), self.r64(o + 8), self.r64(o + 16))
+        })
     }
 
     /// Takes a block of `size` bytes, evicting least recently changed
@@ -814,12 +837,16 @@ impl<'a> Table<'a> {
                     let size = rec::size(key.len(), vlen);
                     let (blk, ev) = t.alloc_evicting(size, protect, may_evict);
                     evicted = ev;
+                    let slot = H_SLOTS + slot_of(size) * 24;
                     let Some(blk) = blk else {
                         if let Some(o) = old {
                             t.list_push_head_keep_seq(o);
                         }
+                        t.add64(slot + 16, 1);
                         return Err(TableError::NoMemory);
                     };
+                    t.add64(slot, 1);
+                    t.add64(slot + 8, 1);
                     let r = Rec(blk);
                     let o = r.0 as usize;
                     t.a[o..o + rec::HEADER].fill(0);
@@ -1176,6 +1203,9 @@ impl<'a> Table<'a> {
             self.push_free(o, size);
         }
         recs.sort_unstable();
+        for i in 0..SLOTS {
+            self.w64(H_SLOTS + i * 24, 0);
+        }
         let mut max_seq = self.r64(H_SEQ);
         for (seq, o) in recs {
             let r = Rec(o);
@@ -1192,6 +1222,10 @@ impl<'a> Table<'a> {
             }
             self.index_insert(r);
             self.list_push_head(r);
+            self.add64(
+                H_SLOTS + slot_of(rec::size(self.klen(r), self.vlen(r))) * 24,
+                1,
+            );
             let f = self.flags(r);
             if f & rec::TOMB != 0 {
                 self.add64(H_TOMBS, 1);

@@ -64,6 +64,10 @@ fn insert_overwrite_delete() {
     t.remove(r);
     assert_eq!(get(&t, b"b", 0), None);
     assert_eq!(t.counters().live, 1);
+    // by nginx's slot sizes: the 48- and 56-byte records in the 64 slot
+    let slots = t.slot_stats();
+    assert_eq!(slots[3], (1, 3, 0));
+    assert_eq!(slots.iter().map(|s| s.0).sum::<u64>(), 1);
     t.check().unwrap();
 }
 
