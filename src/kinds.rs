@@ -16,6 +16,32 @@ pub use zone_sync_core::wire::RecordRef as Record;
 #[derive(Debug, Default, Clone)]
 pub struct SnapshotCursor {
     pub table: zone_sync_core::table::Cursor,
+    /// Resuming a peer ([`SyncZone::changes`]): the changes after this
+    /// sequence number are left to send.
+    pub after: u64,
+    /// Where inside the record of sequence number `sub_seq` the pass is
+    /// (limit_req records carry several shares).
+    pub sub: u64,
+    pub sub_seq: u64,
+}
+
+impl SnapshotCursor {
+    /// A pass over the changes after `seq`.
+    pub fn after(seq: u64) -> Self {
+        SnapshotCursor {
+            after: seq,
+            ..Self::default()
+        }
+    }
+}
+
+/// A zone's history as peers resume it: its epoch, the oldest position it
+/// can replay from, and its latest sequence number.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct History {
+    pub epoch: u64,
+    pub horizon: u64,
+    pub seq: u64,
 }
 
 /// Why a remote record was not applied.
@@ -77,8 +103,34 @@ pub trait SyncZone {
     ) -> bool;
     /// Applies a record received from a peer; true if the zone changed.
     fn apply(&self, rec: &Record<'_>, now: u64, wall: u64) -> Result<bool, ApplyError>;
+    /// The zone's history (epoch, replay horizon, latest seq).
+    fn history(&self) -> History;
+    /// Every local change up to this sequence number has been drained.
+    fn drained(&self) -> u64;
+    /// Where this node stands in peer `node`'s history of the zone:
+    /// `(epoch, seq)`.
+    fn position(&self, node: u64) -> Option<(u64, u64)>;
+    /// Every change of peer `node`'s zone up to `seq` of `epoch` is applied.
+    fn set_position(&self, node: u64, epoch: u64, seq: u64);
+    /// Continues a resume pass: the records changed after `cursor.after`,
+    /// oldest first, as a snapshot sends them (current values, tombstones
+    /// included), until `out` refuses one. Returns true when done.
+    fn changes(
+        &self,
+        cursor: &mut SnapshotCursor,
+        now: u64,
+        out: &mut dyn FnMut(&Record<'_>) -> bool,
+    ) -> bool;
     /// Periodic housekeeping (expiry) from the sync worker.
     fn housekeeping(&self, now: u64);
+}
+
+/// A zone as a session announces it, with its current epoch.
+pub fn zone_info(z: &dyn SyncZone) -> zone_sync_core::session::ZoneInfo {
+    let mut info =
+        zone_sync_core::session::ZoneInfo::new(z.name().to_vec(), z.kind(), z.kind_version());
+    info.epoch = z.history().epoch;
+    info
 }
 
 /// What a zone calls when a change is queued (the first one in an empty

@@ -26,7 +26,7 @@ use std::fmt;
 
 use crate::wire::{
     self, ErrorCode, Frame, FrameReader, RawFrame, RecordRef, RecordsBuilder, RecordsFrame,
-    WireError, ZoneDesc,
+    WireError, ZoneDesc, ZoneResume,
 };
 
 /// Shortest heartbeat interval, in ms.
@@ -50,6 +50,9 @@ pub struct ZoneInfo {
     pub kind: u8,
     /// Version of the kind's value format.
     pub kind_version: u16,
+    /// The zone's epoch (protocol version 2): random, drawn when its
+    /// shared memory was created; 0 if unknown.
+    pub epoch: u64,
 }
 
 impl ZoneInfo {
@@ -59,6 +62,7 @@ impl ZoneInfo {
             name: name.into(),
             kind,
             kind_version,
+            epoch: 0,
         }
     }
 
@@ -192,6 +196,15 @@ pub enum Event<'a> {
         /// Cumulative sequence number.
         seq: u64,
     },
+    /// (Server, version 2) the client has sent every change of `zone` up
+    /// to its sequence number `seq` before this point: once the records
+    /// handed out before are applied, this node holds them.
+    Position {
+        /// Index into [`SessionConfig::zones`].
+        zone: usize,
+        /// The client's change sequence number of the zone.
+        seq: u64,
+    },
     /// (Server) the client's initial snapshot is complete: every frame up
     /// to `seq` has already been handed out.
     SnapshotDone {
@@ -249,6 +262,8 @@ pub enum SessionError {
     DuplicateSnapshotDone,
     /// The peer has this node's own id.
     SelfConnect,
+    /// (Client) the server's HELLO has a version newer than offered.
+    BadVersion(u16),
     /// Nothing received for `timeout_ms`.
     Timeout,
     /// The peer's HELLO was not complete `timeout_ms` after the session
@@ -299,6 +314,7 @@ impl fmt::Display for SessionError {
             }
             SessionError::DuplicateSnapshotDone => f.write_str("duplicate snapshot done"),
             SessionError::SelfConnect => f.write_str("connected to itself"),
+            SessionError::BadVersion(v) => write!(f, "hello of version {v}, not offered"),
             SessionError::Timeout => f.write_str("timed out"),
             SessionError::HelloTimeout => f.write_str("no hello in time"),
             SessionError::AckTimeout => f.write_str("acknowledgement timed out"),
@@ -354,6 +370,7 @@ enum Action {
     Skip,
     Hello(u64),
     Records(usize),
+    Position(usize, u64),
     Ack(u64),
     SnapshotDone(u64),
     PeerError,
@@ -377,6 +394,15 @@ struct Inner {
     out: Vec<u8>,
     tx: Tx,
     hello_sent: bool,
+    /// (Server, version 2) the peer's HELLO is in and ours waits for
+    /// [`Session::reply_hello`].
+    hello_due: bool,
+    /// The protocol version offered (client) or spoken once the HELLOs
+    /// are exchanged.
+    version: u16,
+    /// Per zone of the configuration, what the peer's HELLO said of it
+    /// (version 2).
+    peer_resume: Vec<Option<ZoneResume>>,
     clock: u64,
     last_recv_ms: u64,
     /// When the session started: the peer's HELLO is due by then plus
@@ -394,10 +420,20 @@ struct Inner {
 }
 
 impl Session {
-    /// A session at time `now_ms` (any monotonic millisecond clock).  A
-    /// client queues its HELLO at once.
+    /// A session at time `now_ms` (any monotonic millisecond clock),
+    /// offering [`wire::PROTOCOL_VERSION`].  A client queues its HELLO at
+    /// once.
     pub fn new(role: Role, cfg: SessionConfig, now_ms: u64) -> Self {
+        Self::with_version(role, cfg, now_ms, wire::PROTOCOL_VERSION)
+    }
+
+    /// A session offering protocol `version` (a client that was answered
+    /// UNSUPPORTED_VERSION retries with an older one; clamped to what this
+    /// module speaks).
+    pub fn with_version(role: Role, cfg: SessionConfig, now_ms: u64, version: u16) -> Self {
         let announced = cfg.announced();
+        let version = version.clamp(wire::MIN_PROTOCOL_VERSION, wire::PROTOCOL_VERSION);
+        let peer_resume = vec![None; cfg.zones.len()];
         let mut st = Inner {
             role,
             cfg,
@@ -411,6 +447,9 @@ impl Session {
                 ..Tx::default()
             },
             hello_sent: false,
+            hello_due: false,
+            version,
+            peer_resume,
             clock: now_ms,
             last_recv_ms: now_ms,
             started_ms: now_ms,
@@ -434,6 +473,66 @@ impl Session {
     /// This end's role.
     pub fn role(&self) -> Role {
         self.st.role
+    }
+
+    /// The protocol version offered, or spoken once established.
+    pub fn version(&self) -> u16 {
+        self.st.version
+    }
+
+    /// What the peer's HELLO (version 2) said of a zone (index into
+    /// [`SessionConfig::zones`]): its epoch, and (from a server) where this
+    /// node's history of the zone is resumed from.
+    pub fn peer_resume(&self, zone: usize) -> Option<ZoneResume> {
+        self.st.peer_resume.get(zone).copied().flatten()
+    }
+
+    /// (Server) sends the HELLO that answers the client's, with where
+    /// this node stands in the client's history of each zone: `seen(zone)`
+    /// gives `(epoch, seq)` for a zone index (version 2; ignored for a
+    /// version-1 client, which was answered at once).  If the caller does
+    /// not, the next [`next_event`](Self::next_event) answers with no
+    /// positions.
+    pub fn reply_hello(&mut self, seen: &mut dyn FnMut(usize) -> Option<(u64, u64)>) {
+        let st = &mut self.st;
+        if !st.hello_due {
+            return;
+        }
+        st.hello_due = false;
+        let resume: Vec<ZoneResume> = st
+            .announced
+            .iter()
+            .map(|&i| {
+                let (seen_epoch, seen_seq) = if st.shared.contains(&i) {
+                    seen(i).unwrap_or((0, 0))
+                } else {
+                    (0, 0)
+                };
+                ZoneResume {
+                    epoch: st.cfg.zones[i].epoch,
+                    seen_epoch,
+                    seen_seq,
+                }
+            })
+            .collect();
+        st.send_hello_with(&resume);
+    }
+
+    /// (Client, version 2) queues POSITION: every change of `zone` (index
+    /// into [`SessionConfig::zones`]) up to the zone's sequence number
+    /// `seq` has been queued before it.  Does nothing on a version-1
+    /// session or for a zone not shared.
+    pub fn send_position(&mut self, zone: usize, seq: u64) {
+        let st = &mut self.st;
+        if st.role != Role::Client
+            || st.state != State::Established
+            || st.version < 2
+            || !st.shared.contains(&zone)
+        {
+            return;
+        }
+        wire::encode_position(&mut st.out, &st.cfg.zones[zone].name, seq);
+        st.sent();
     }
 
     /// Where the session is.
@@ -550,6 +649,10 @@ impl Session {
         if st.state == State::Closed {
             return Ok(None);
         }
+        if st.hello_due {
+            st.hello_due = false;
+            st.send_hello_with(&[]);
+        }
         st.take_pending_apply();
         let action = loop {
             let raw = match reader.next_frame() {
@@ -580,6 +683,7 @@ impl Session {
                 _ => return Err(st.fail(SessionError::InvalidState("lost frame"))),
             },
             Action::Ack(seq) => Event::Ack { seq },
+            Action::Position(zone, seq) => Event::Position { zone, seq },
             Action::SnapshotDone(seq) => Event::SnapshotDone { seq },
             Action::PeerError => match raw.map(|r| r.decode()) {
                 Some(Ok(Frame::Error(e))) => Event::PeerError {
@@ -755,12 +859,43 @@ impl Inner {
     }
 
     fn send_hello(&mut self) {
+        let resume: Vec<ZoneResume> = self
+            .announced
+            .iter()
+            .map(|&i| ZoneResume {
+                epoch: self.cfg.zones[i].epoch,
+                ..ZoneResume::default()
+            })
+            .collect();
+        self.send_hello_with(&resume);
+    }
+
+    /// Sends HELLO of the session's version; `resume` runs parallel to
+    /// the announced zones (zeros where it is short).
+    fn send_hello_with(&mut self, resume: &[ZoneResume]) {
         let zones: Vec<ZoneDesc<'_>> = self
             .announced
             .iter()
             .map(|&i| self.cfg.zones[i].desc())
             .collect();
-        wire::encode_hello(&mut self.out, self.cfg.node_id, &zones);
+        let full: Vec<ZoneResume> = if resume.is_empty() {
+            self.announced
+                .iter()
+                .map(|&i| ZoneResume {
+                    epoch: self.cfg.zones[i].epoch,
+                    ..ZoneResume::default()
+                })
+                .collect()
+        } else {
+            resume.to_vec()
+        };
+        wire::encode_hello_v(
+            &mut self.out,
+            self.version,
+            self.cfg.node_id,
+            &zones,
+            &full,
+        );
         self.hello_sent = true;
         self.sent();
     }
@@ -820,6 +955,23 @@ impl Inner {
                 Err(unexpected("from server"))
             }
             wire::FRAME_ACK if self.role == Role::Server => Err(unexpected("from client")),
+            wire::FRAME_POSITION if self.version >= 2 => {
+                if self.role == Role::Client {
+                    return Err(unexpected("from server"));
+                }
+                let Frame::Position { zone, seq } = raw.decode()? else {
+                    return Err(SessionError::InvalidState("lost frame"));
+                };
+                match self
+                    .shared
+                    .iter()
+                    .copied()
+                    .find(|&i| self.cfg.zones[i].name == zone)
+                {
+                    Some(i) => Ok(Action::Position(i, seq)),
+                    None => Ok(Action::Skip),
+                }
+            }
             wire::FRAME_RECORDS => {
                 let f = RecordsFrame::decode_header(raw.body)?;
                 let expected = self.last_recv_seq.wrapping_add(1);
@@ -910,10 +1062,28 @@ impl Inner {
             .copied()
             .filter(|&i| h.zones.contains(&self.cfg.zones[i].desc()))
             .collect();
+        if self.role == Role::Client && h.version > self.version {
+            return Err(SessionError::BadVersion(h.version));
+        }
+        self.version = self.version.min(h.version);
+        for (d, r) in h.zones.iter().zip(&h.resume) {
+            if let Some(i) = self
+                .shared
+                .iter()
+                .copied()
+                .find(|&i| self.cfg.zones[i].desc() == *d)
+            {
+                self.peer_resume[i] = Some(*r);
+            }
+        }
         self.peer_node_id = h.node_id;
         self.state = State::Established;
         if self.role == Role::Server {
-            self.send_hello();
+            if self.version >= 2 {
+                self.hello_due = true;
+            } else {
+                self.send_hello();
+            }
         }
         Ok(Action::Hello(h.node_id))
     }

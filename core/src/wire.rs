@@ -16,8 +16,11 @@ use crate::merge::Version;
 
 /// First four bytes of a HELLO body.
 pub const MAGIC: [u8; 4] = *b"ZSYN";
-/// The protocol version this module speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this module speaks (and offers in HELLO).
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The oldest protocol version it still speaks: version 1 has no resume
+/// (every connection starts with a full snapshot).
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
 
 /// Bytes of the length field.
 pub const LEN_BYTES: usize = 4;
@@ -44,6 +47,8 @@ pub const FRAME_HEARTBEAT: u8 = 0x04;
 pub const FRAME_SNAPSHOT_DONE: u8 = 0x05;
 /// Frame type ERROR.
 pub const FRAME_ERROR: u8 = 0x06;
+/// Frame type POSITION (version 2).
+pub const FRAME_POSITION: u8 = 0x07;
 
 /// Zone kind: keyval.
 pub const KIND_KEYVAL: u8 = 1;
@@ -240,15 +245,31 @@ pub struct ZoneDesc<'a> {
     pub kind_version: u16,
 }
 
+/// What a version-2 HELLO adds to each zone entry: the sender's history
+/// of the zone, and where it stands in the receiver's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZoneResume {
+    /// The sender's epoch of this zone (random, drawn when its shared
+    /// memory was created).
+    pub epoch: u64,
+    /// (Server) the client's epoch this position is in, 0 for none.
+    pub seen_epoch: u64,
+    /// (Server) the client's change sequence number up to which this node
+    /// has applied every change of the zone.
+    pub seen_seq: u64,
+}
+
 /// A decoded HELLO.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hello<'a> {
-    /// Protocol version (always [`PROTOCOL_VERSION`] once decoded).
+    /// Protocol version ([`MIN_PROTOCOL_VERSION`]..=[`PROTOCOL_VERSION`]).
     pub version: u16,
     /// Sender's node id (nonzero).
     pub node_id: u64,
     /// The sender's synced zones, names distinct.
     pub zones: Vec<ZoneDesc<'a>>,
+    /// Version 2: one entry per zone; empty for version 1.
+    pub resume: Vec<ZoneResume>,
 }
 
 impl<'a> Hello<'a> {
@@ -274,7 +295,7 @@ impl<'a> Hello<'a> {
             return Err(WireError::BadMagic(magic));
         }
         let version = c.u16(T)?;
-        if version != PROTOCOL_VERSION {
+        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
             return Err(WireError::UnsupportedVersion(version));
         }
         let node_id = c.u64(T)?;
@@ -284,6 +305,7 @@ impl<'a> Hello<'a> {
         let count = c.u16(T)? as usize;
         // each zone takes at least 5 bytes: never reserve more than present
         let mut zones = Vec::with_capacity(count.min(c.0.len() / 5));
+        let mut resume = Vec::new();
         for _ in 0..count {
             let name_len = c.u8(T)? as usize;
             if name_len == 0 {
@@ -297,6 +319,13 @@ impl<'a> Hello<'a> {
                 kind,
                 kind_version,
             });
+            if version >= 2 {
+                resume.push(ZoneResume {
+                    epoch: c.u64(T)?,
+                    seen_epoch: c.u64(T)?,
+                    seen_seq: c.u64(T)?,
+                });
+            }
         }
         c.end("trailing bytes in hello")?;
         let mut names: Vec<&[u8]> = zones.iter().map(|z| z.name).collect();
@@ -308,6 +337,7 @@ impl<'a> Hello<'a> {
             version,
             node_id,
             zones,
+            resume,
         })
     }
 }
@@ -587,6 +617,14 @@ pub enum Frame<'a> {
     SnapshotDone(u64),
     /// ERROR.
     Error(ErrorFrame<'a>),
+    /// POSITION (version 2): every change of `zone` up to `seq` has been
+    /// sent on this connection before this frame.
+    Position {
+        /// Zone name.
+        zone: &'a [u8],
+        /// The sender's change sequence number.
+        seq: u64,
+    },
     /// A frame type this version does not know.
     Unknown {
         /// Its type byte.
@@ -626,6 +664,18 @@ impl<'a> Frame<'a> {
                 c.end("trailing bytes in error frame")?;
                 Frame::Error(ErrorFrame { code, text })
             }
+            FRAME_POSITION => {
+                const T: &str = "truncated position";
+                let mut c = Cur(body);
+                let len = c.u8(T)? as usize;
+                if len == 0 {
+                    return Err(WireError::Malformed("empty zone name in position"));
+                }
+                let zone = c.bytes(len, T)?;
+                let seq = c.u64(T)?;
+                c.end("trailing bytes in position")?;
+                Frame::Position { zone, seq }
+            }
             _ => Frame::Unknown { frame_type, body },
         })
     }
@@ -639,6 +689,7 @@ impl<'a> Frame<'a> {
             Frame::Heartbeat => FRAME_HEARTBEAT,
             Frame::SnapshotDone(_) => FRAME_SNAPSHOT_DONE,
             Frame::Error(_) => FRAME_ERROR,
+            Frame::Position { .. } => FRAME_POSITION,
             Frame::Unknown { frame_type, .. } => *frame_type,
         }
     }
@@ -862,17 +913,30 @@ pub fn encode_frame(out: &mut Vec<u8>, frame_type: u8, body: &[u8]) {
     end_frame(out, start);
 }
 
-/// Appends a HELLO.  Zones with an empty or over-long name are left out, as
-/// are zones past the 65535th; the caller validates its configuration.
+/// Appends a HELLO of [`PROTOCOL_VERSION`] (see [`encode_hello_v`]).
 pub fn encode_hello(out: &mut Vec<u8>, node_id: u64, zones: &[ZoneDesc<'_>]) {
+    encode_hello_v(out, PROTOCOL_VERSION, node_id, zones, &[]);
+}
+
+/// Appends a HELLO of `version`.  Zones with an empty or over-long name are
+/// left out, as are zones past the 65535th; the caller validates its
+/// configuration.  Version 2 gives each zone its entry of `resume` (zeros
+/// where it is short).
+pub fn encode_hello_v(
+    out: &mut Vec<u8>,
+    version: u16,
+    node_id: u64,
+    zones: &[ZoneDesc<'_>],
+    resume: &[ZoneResume],
+) {
     let start = begin_frame(out, FRAME_HELLO);
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    out.extend_from_slice(&version.to_be_bytes());
     out.extend_from_slice(&node_id.to_be_bytes());
     let count_at = out.len();
     out.extend_from_slice(&[0, 0]);
     let mut count: u16 = 0;
-    for z in zones {
+    for (i, z) in zones.iter().enumerate() {
         if z.name.is_empty() || z.name.len() > MAX_ZONE_NAME || count == u16::MAX {
             continue;
         }
@@ -880,9 +944,25 @@ pub fn encode_hello(out: &mut Vec<u8>, node_id: u64, zones: &[ZoneDesc<'_>]) {
         out.extend_from_slice(z.name);
         out.push(z.kind);
         out.extend_from_slice(&z.kind_version.to_be_bytes());
+        if version >= 2 {
+            let r = resume.get(i).copied().unwrap_or_default();
+            for v in [r.epoch, r.seen_epoch, r.seen_seq] {
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+        }
         count += 1;
     }
     out[count_at..count_at + 2].copy_from_slice(&count.to_be_bytes());
+    end_frame(out, start);
+}
+
+/// Appends a POSITION (version 2): every change of `zone` up to `seq` was
+/// sent before it.
+pub fn encode_position(out: &mut Vec<u8>, zone: &[u8], seq: u64) {
+    let start = begin_frame(out, FRAME_POSITION);
+    out.push(zone.len().min(MAX_ZONE_NAME) as u8);
+    out.extend_from_slice(&zone[..zone.len().min(MAX_ZONE_NAME)]);
+    out.extend_from_slice(&seq.to_be_bytes());
     end_frame(out, start);
 }
 
@@ -1231,7 +1311,7 @@ mod tests {
             Err(WireError::Malformed("truncated hello"))
         );
         assert_eq!(
-            Hello::decode(&hello_body(2, 5, &[])),
+            Hello::decode(&hello_body(3, 5, &[])),
             Err(WireError::UnsupportedVersion(2))
         );
         // a future version may change everything after the version

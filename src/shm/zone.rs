@@ -9,7 +9,7 @@ use ngx::ngx_log_error;
 use zone_sync_core::table::{Rec, Table};
 
 use super::Shm;
-use crate::kinds::{ApplyError, EngineShared, Record, SnapshotCursor, SyncZone};
+use crate::kinds::{ApplyError, EngineShared, History, Record, SnapshotCursor, SyncZone};
 
 /// Expired records the housekeeping tick frees from the tail of the change
 /// list at most, and the random buckets it samples for the others.
@@ -136,6 +136,55 @@ impl<K: ZoneKind> SyncZone for K {
             self.log_evictions(log, evicted, now);
         }
         Ok(changed)
+    }
+    fn history(&self) -> History {
+        self.shm().map_or(History::default(), |s| {
+            s.with(|t| History {
+                epoch: t.epoch(),
+                horizon: t.horizon(),
+                seq: t.seq(),
+            })
+        })
+    }
+    fn drained(&self) -> u64 {
+        self.shm().map_or(0, |s| s.with(|t| t.drained()))
+    }
+    fn position(&self, node: u64) -> Option<(u64, u64)> {
+        self.shm().and_then(|s| s.with(|t| t.position(node)))
+    }
+    fn set_position(&self, node: u64, epoch: u64, seq: u64) {
+        if let Some(s) = self.shm() {
+            s.with(|t| t.set_position(node, epoch, seq));
+        }
+    }
+    fn changes(
+        &self,
+        cursor: &mut SnapshotCursor,
+        now: u64,
+        out: &mut dyn FnMut(&Record<'_>) -> bool,
+    ) -> bool {
+        let Some(s) = self.shm() else { return true };
+        let wall = crate::ngx_ext::wall_ms();
+        s.with(|t| {
+            let t: &Table<'_> = t;
+            let (mut sub, mut sub_seq) = (cursor.sub, cursor.sub_seq);
+            let mut stopped = false;
+            cursor.after = t.changes_since(cursor.after, &mut |r| {
+                let seq = t.meta(r).seq;
+                if seq != sub_seq {
+                    (sub, sub_seq) = (0, seq);
+                }
+                if self.emit_snapshot(&Visit { t, r, now, wall }, &mut sub, out) {
+                    sub = 0;
+                    true
+                } else {
+                    stopped = true;
+                    false
+                }
+            });
+            (cursor.sub, cursor.sub_seq) = (sub, sub_seq);
+            !stopped
+        })
     }
     fn housekeeping(&self, now: u64) {
         if let Some(s) = self.shm() {

@@ -33,7 +33,7 @@ use nginx_sys::{
     NGX_LOG_ALERT, NGX_LOG_ERR, NGX_LOG_NOTICE,
 };
 use ngx::{ngx_log_debug, ngx_log_error};
-use zone_sync_core::session::{SessionConfig, ZoneInfo};
+use zone_sync_core::session::SessionConfig;
 use zone_sync_core::wire;
 
 use super::conf::SrvConf;
@@ -102,7 +102,6 @@ pub struct Ctx {
     conf: *const SrvConf,
     /// Synced zones; indices are the zone indices of every session.
     pub zones: Vec<&'static dyn SyncZone>,
-    infos: Vec<ZoneInfo>,
 }
 
 /// An nginx event of a peer, dispatched through the engine.
@@ -192,17 +191,12 @@ pub unsafe fn start(
         .into_iter()
         .filter(|z| z.synced())
         .collect();
-    let infos = zones
-        .iter()
-        .map(|z| ZoneInfo::new(z.name().to_vec(), z.kind(), z.kind_version()))
-        .collect();
 
     let engine = Box::into_raw(Box::new(Engine {
         ctx: Ctx {
             log,
             conf,
             zones,
-            infos,
         },
         peers: Vec::new(),
         resolve: None,
@@ -388,7 +382,7 @@ impl Ctx {
             node_id: crate::node_id(),
             timeout_ms: conf.timeout as u64,
             max_frame: conf.recv_buffer_size,
-            zones: self.infos.clone(),
+            zones: self.zones.iter().map(|z| crate::kinds::zone_info(*z)).collect(),
         }
     }
 
@@ -500,6 +494,10 @@ impl Engine {
             let budget = frame.saturating_sub(wire::records_frame_overhead(
                 self.ctx.zones[zi].name().len(),
             ));
+            // Whether the queue was drained to its end (then every peer
+            // that took all of it holds the zone up to the drained
+            // position).
+            let mut drained_all = false;
             loop {
                 // Who takes this zone's changes now, and who holds them: a
                 // peer without room is waited for until its oldest frame
@@ -561,6 +559,7 @@ impl Engine {
                     true
                 });
                 if self.staged.is_empty() {
+                    drained_all = true;
                     break;
                 }
                 sent += self.staged.len();
@@ -576,7 +575,16 @@ impl Engine {
                     }
                 }
                 if !more {
+                    drained_all = true;
                     break;
+                }
+            }
+            if drained_all {
+                let drained = self.ctx.zones[zi].drained();
+                for p in self.peers.iter_mut() {
+                    if p.is_established() && p.shares(zi) {
+                        p.mark(zi, drained);
+                    }
                 }
             }
         }

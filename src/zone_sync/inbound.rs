@@ -19,7 +19,7 @@ use nginx_sys::{
     NGX_STREAM_OK,
 };
 use ngx::ngx_log_error;
-use zone_sync_core::session::{Event, Role, Session, SessionConfig, ZoneInfo};
+use zone_sync_core::session::{Event, Role, Session, SessionConfig};
 use zone_sync_core::wire::ErrorCode;
 
 use super::conf::SrvConf;
@@ -40,6 +40,9 @@ struct Inbound {
     c: *mut ngx_connection_t,
     session: Session,
     zones: Vec<&'static dyn SyncZone>,
+    /// Zones a record of which could not be stored on this connection:
+    /// their position in the peer's history no longer advances.
+    lost: Vec<bool>,
     timer: ngx_event_t,
     failure: Option<CloseReason>,
     /// The peer's address, for logs.
@@ -79,7 +82,7 @@ pub unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
         max_frame: conf.recv_buffer_size,
         zones: zones
             .iter()
-            .map(|z| ZoneInfo::new(z.name().to_vec(), z.kind(), z.kind_version()))
+            .map(|z| crate::kinds::zone_info(*z))
             .collect(),
     };
     let name = String::from_utf8_lossy(crate::ngx_ext::str_bytes(&(*c).addr_text)).into_owned();
@@ -87,6 +90,7 @@ pub unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
         s,
         c,
         session: Session::new(Role::Server, cfg, current_msec()),
+        lost: vec![false; zones.len()],
         zones,
         timer: mem::zeroed(),
         failure: None,
@@ -267,6 +271,12 @@ impl Inbound {
                     node_id,
                     shared_zones,
                 } => {
+                    let shared = shared_zones.len();
+                    // Our HELLO tells the peer where we stand in its
+                    // history of each zone, for it to resume from there.
+                    let zones = &self.zones;
+                    self.session
+                        .reply_hello(&mut |zi| zones.get(zi).and_then(|z| z.position(node_id)));
                     // Our engine may be waiting to retry this node.
                     status::get()
                         .reconnect
@@ -280,8 +290,17 @@ impl Inbound {
                         "zone_sync: node {} (id {:016x}) connected, {} zone(s) shared",
                         self.name,
                         node_id,
-                        shared_zones.len()
+                        shared
                     );
+                }
+                Event::Position { zone, seq } => {
+                    // Every record before this frame is applied: we hold
+                    // the peer's history of the zone up to `seq`.
+                    let peer = self.session.peer_node_id().unwrap_or(0);
+                    let epoch = self.session.peer_resume(zone).map_or(0, |r| r.epoch);
+                    if epoch != 0 && !self.lost.get(zone).copied().unwrap_or(true) {
+                        self.zones[zone].set_position(peer, epoch, seq);
+                    }
                 }
                 Event::Records { zone, frame } => {
                     let z = self.zones[zone];
@@ -297,6 +316,9 @@ impl Inbound {
                         }
                     }
                     if nomem > 0 {
+                        if let Some(l) = self.lost.get_mut(zone) {
+                            *l = true;
+                        }
                         // SAFETY: as above.
                         let log = unsafe { (*self.c).log };
                         ngx_log_error!(

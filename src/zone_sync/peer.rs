@@ -1,6 +1,7 @@
 //! One outgoing connection to another node: connect (with
 //! `zone_sync_connect_timeout`), run the client side of the protocol (send
-//! a snapshot, then local changes), and retry every
+//! a snapshot, or only the changes the node has not seen if it can resume,
+//! then local changes, marking positions as it goes), and retry every
 //! `zone_sync_connect_retry_interval` after a failure.
 //!
 //! A peer never reaches its engine: the engine owns it, calls it with the
@@ -25,7 +26,7 @@ use super::engine::{self, Ctx, PeerEvent, Staged};
 use super::handshake;
 use super::members::NodeAddr;
 use super::status;
-use crate::kinds::SnapshotCursor;
+use crate::kinds::{Record, SnapshotCursor};
 use crate::ngx_ext::current_msec;
 
 /// Snapshot buffer refills per event while the socket takes everything.
@@ -109,6 +110,19 @@ pub struct Peer {
     /// Changes were dropped for this peer during the current snapshot
     /// pass: another pass follows it.
     behind: bool,
+    /// The HELLO is in: decide per zone between resuming and a snapshot.
+    plan_due: bool,
+    /// Per engine zone, this pass sends the changes after this sequence
+    /// number (a resume) instead of every record.
+    pass_from: Vec<Option<u64>>,
+    /// Per engine zone, the zone's sequence number when the pass began:
+    /// the position the node holds once the pass is through.
+    pass_start: Vec<u64>,
+    /// Per engine zone, the last position sent (POSITION).
+    marked: Vec<u64>,
+    /// The node answered UNSUPPORTED_VERSION: speak version 1 to it (full
+    /// snapshots) for the life of this worker.
+    old_protocol: bool,
     in_flight: VecDeque<InFlight>,
     watch: SendWatch,
     /// Last failure reason logged, to log a repeated failure only once.
@@ -147,6 +161,11 @@ impl Peer {
             snapshot_zone: 0,
             cursor: SnapshotCursor::default(),
             behind: false,
+            plan_due: false,
+            pass_from: Vec::new(),
+            pass_start: Vec::new(),
+            marked: Vec::new(),
+            old_protocol: false,
             in_flight: VecDeque::new(),
             watch: SendWatch::default(),
             last_error: String::new(),
@@ -350,11 +369,25 @@ impl Peer {
 
     unsafe fn start_session(&mut self, ctx: &Ctx) -> Outcome {
         let now = current_msec();
-        self.session = Some(Session::new(Role::Client, ctx.session_config(), now));
+        let version = if self.old_protocol {
+            1
+        } else {
+            wire::PROTOCOL_VERSION
+        };
+        self.session = Some(Session::with_version(
+            Role::Client,
+            ctx.session_config(),
+            now,
+            version,
+        ));
         self.state = State::Hello;
         self.in_flight.clear();
         self.watch = SendWatch::default();
-        self.start_pass(State::Snapshot);
+        let n = ctx.zones.len();
+        self.marked = vec![0; n];
+        self.pass_from = vec![None; n];
+        self.pass_start = vec![0; n];
+        self.start_pass(ctx, State::Snapshot);
         ngx_log_error!(
             NGX_LOG_INFO,
             ctx.log,
@@ -366,13 +399,116 @@ impl Peer {
 
     /// Starts a snapshot pass over every shared zone (the state is set
     /// once the HELLO is in, for the initial one).
-    fn start_pass(&mut self, state: State) {
-        if self.state != State::Hello {
+    fn start_pass(&mut self, ctx: &Ctx, state: State) {
+        if self.state == State::Hello {
+            // The initial pass: planned once the HELLO says what the node
+            // has seen.
+            self.plan_due = true;
+        } else {
             self.state = state;
+            for (zi, z) in ctx.zones.iter().enumerate() {
+                self.pass_start[zi] = z.history().seq;
+                self.pass_from[zi] = None;
+            }
         }
         self.snapshot_zone = 0;
         self.cursor = SnapshotCursor::default();
         self.behind = false;
+    }
+
+    /// Decides, per shared zone, whether the node resumes from where it
+    /// stands in this zone's history (its HELLO said) or gets every
+    /// record; logs each snapshot and why.
+    fn plan(&mut self, ctx: &Ctx) {
+        self.plan_due = false;
+        let Some(s) = self.session.as_ref() else {
+            return;
+        };
+        let version = s.version();
+        if version < 2 {
+            ngx_log_error!(
+                NGX_LOG_INFO,
+                ctx.log,
+                "zone_sync: node {} speaks protocol version {}: sending full snapshots",
+                self.name,
+                version
+            );
+        }
+        for &zi in s.shared_zones() {
+            let z = ctx.zones[zi];
+            let h = z.history();
+            self.pass_start[zi] = h.seq;
+            self.pass_from[zi] = None;
+            if version < 2 {
+                continue;
+            }
+            let name = String::from_utf8_lossy(z.name());
+            let seen = s.peer_resume(zi).unwrap_or_default();
+            let why = if seen.seen_epoch == 0 {
+                "it holds no position in it".to_string()
+            } else if seen.seen_epoch != h.epoch {
+                format!(
+                    "its position is in another history of the zone (epoch {:016x}, ours {:016x})",
+                    seen.seen_epoch, h.epoch
+                )
+            } else if seen.seen_seq < h.horizon {
+                format!(
+                    "its position {} is older than the zone can replay ({})",
+                    seen.seen_seq, h.horizon
+                )
+            } else if seen.seen_seq > h.seq {
+                format!(
+                    "its position {} is ahead of the zone ({})",
+                    seen.seen_seq, h.seq
+                )
+            } else {
+                ngx_log_error!(
+                    NGX_LOG_INFO,
+                    ctx.log,
+                    "zone_sync: resuming zone \"{}\" for node {} from position {} ({} since)",
+                    name,
+                    self.name,
+                    seen.seen_seq,
+                    h.seq - seen.seen_seq
+                );
+                self.pass_from[zi] = Some(seen.seen_seq);
+                continue;
+            };
+            ngx_log_error!(
+                NGX_LOG_INFO,
+                ctx.log,
+                "zone_sync: full snapshot of zone \"{}\" for node {}: {}",
+                name,
+                self.name,
+                why
+            );
+        }
+        self.reset_cursor();
+    }
+
+    /// The cursor for the start of the zone the pass is at.
+    fn reset_cursor(&mut self) {
+        let zone = self
+            .session
+            .as_ref()
+            .and_then(|s| s.shared_zones().get(self.snapshot_zone).copied());
+        self.cursor = match zone.and_then(|zi| self.pass_from.get(zi).copied().flatten()) {
+            Some(after) => SnapshotCursor::after(after),
+            None => SnapshotCursor::default(),
+        };
+    }
+
+    /// The engine drained zone `zi`'s local changes up to `drained` and
+    /// queued them for this peer: a live peer holds the zone's history up
+    /// to there once it has read them.
+    pub fn mark(&mut self, zi: usize, drained: u64) {
+        if self.state != State::Live || self.marked.get(zi).is_none_or(|&m| drained <= m) {
+            return;
+        }
+        if let Some(s) = self.session.as_mut() {
+            s.send_position(zi, drained);
+            self.marked[zi] = drained;
+        }
     }
 
     /// Logs a failure (once while it repeats) and retries later.
@@ -509,7 +645,7 @@ impl Peer {
                     "zone_sync: node {} fell behind, sending it every record again",
                     self.name
                 );
-                self.start_pass(State::Resync);
+                self.start_pass(ctx, State::Resync);
             }
             State::Snapshot | State::Resync => self.behind = true,
             _ => {}
@@ -578,6 +714,9 @@ impl Peer {
         let fill = ctx.send_capacity().saturating_sub(max).max(max);
         let max_in_flight = (ctx.max_in_flight() * 3 / 4).max(1);
         let now = current_msec();
+        if self.plan_due {
+            self.plan(ctx);
+        }
         loop {
             let Some(s) = self.session.as_mut() else {
                 return;
@@ -602,7 +741,7 @@ impl Peer {
                     ngx_log_debug!(ctx.log, "zone_sync: resync sent to node {}", self.name);
                 }
                 if self.behind {
-                    self.start_pass(State::Resync);
+                    self.start_pass(ctx, State::Resync);
                     continue;
                 }
                 self.state = State::Live;
@@ -615,7 +754,7 @@ impl Peer {
             };
             let mut n = 0u64;
             let mut skipped: Vec<(String, usize)> = Vec::new();
-            let done = z.snapshot(&mut self.cursor, now, usize::MAX, &mut |r| {
+            let mut take = |r: &Record<'_>| {
                 let len = r.encoded_len();
                 if len > budget {
                     // Taken, so that the pass moves past it.
@@ -628,7 +767,12 @@ impl Peer {
                 } else {
                     false
                 }
-            });
+            };
+            let done = if self.pass_from[zone].is_some() {
+                z.changes(&mut self.cursor, now, &mut take)
+            } else {
+                z.snapshot(&mut self.cursor, now, usize::MAX, &mut take)
+            };
             let empty = w.is_empty();
             if let Some(seq) = w.finish() {
                 self.in_flight.push_back(InFlight {
@@ -652,8 +796,14 @@ impl Peer {
                 );
             }
             if done {
+                // Everything of the zone up to the pass's start is sent.
+                let pos = self.pass_start[zone];
+                if let Some(s) = self.session.as_mut() {
+                    s.send_position(zone, pos);
+                }
+                self.marked[zone] = self.marked[zone].max(pos);
                 self.snapshot_zone += 1;
-                self.cursor = SnapshotCursor::default();
+                self.reset_cursor();
             } else if empty {
                 // Nothing taken and not done: cannot happen (a record that
                 // fits no frame is skipped above); do not spin.
@@ -709,6 +859,7 @@ impl Peer {
             let Some(s) = self.session.as_mut() else {
                 return Ok(());
             };
+            let offered = s.version();
             let ev = match s.next_event() {
                 Ok(Some(ev)) => ev,
                 Ok(None) => return Ok(()),
@@ -732,9 +883,13 @@ impl Peer {
                     self.acked = true;
                 }
                 Event::PeerError { code, text } => {
+                    if code == ErrorCode::UNSUPPORTED_VERSION && offered > 1 {
+                        // A node of the previous version: speak that.
+                        self.old_protocol = true;
+                    }
                     return Err(CloseReason::from_peer(code, text));
                 }
-                Event::Records { .. } | Event::SnapshotDone { .. } => {
+                Event::Records { .. } | Event::SnapshotDone { .. } | Event::Position { .. } => {
                     // The session refuses these on a client.
                 }
             }

@@ -43,8 +43,9 @@ mod tests;
 
 pub use rec::HEADER as RECORD_HEADER;
 
-/// Header magic ("ztb1").
-const MAGIC: u32 = 0x7a74_6231;
+/// Header magic ("ztb2": the header holds the epoch, the replay horizon
+/// and the peers' positions).
+const MAGIC: u32 = 0x7a74_6232;
 
 // Header fields (byte offsets).
 const H_MAGIC: usize = 0;
@@ -82,7 +83,18 @@ const H_FREE: usize = H_BITMAP + NCLASS / 8;
 const H_ORIGINS: usize = H_FREE + NCLASS * 4;
 /// Most distinct origins (node ids) one zone remembers.
 pub const MAX_ORIGINS: usize = 256;
-const H_SIZE: usize = H_ORIGINS + MAX_ORIGINS * 8;
+/// The zone's epoch: random, drawn when the table is formatted (a new
+/// zone, or one cleared): sequence numbers compare only within one epoch.
+const H_EPOCH: usize = H_ORIGINS + MAX_ORIGINS * 8;
+/// The replay horizon: changes after a sequence number below it may be
+/// lost to the change list (a tombstone expired or evicted, records
+/// dropped by a recovery), so a peer can only resume from it or later.
+const H_HORIZON: usize = H_EPOCH + 8;
+/// Peers' positions: (node id, epoch, seq) each.
+const H_POSITIONS: usize = H_HORIZON + 8;
+/// Most peers whose position in their history of this zone is kept.
+pub const MAX_POSITIONS: usize = 64;
+const H_SIZE: usize = H_POSITIONS + MAX_POSITIONS * 24;
 
 /// Arena bytes per bucket of the index: about one bucket per record of a
 /// 32-byte key and a 64-byte value (136 bytes).
@@ -186,6 +198,14 @@ pub struct Counters {
     pub seq: u64,
 }
 
+/// splitmix64's finalizer: a well-mixed nonzero epoch from a seed.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)).max(1)
+}
+
 /// The table's hash of a key, keyed by the zone's seed (a peer or a client
 /// choosing keys cannot aim them at one bucket without knowing it).
 pub fn hash(seed: u64, key: &[u8]) -> u64 {
@@ -263,6 +283,7 @@ impl<'a> Table<'a> {
         t.w32(H_TOP, data as u32);
         t.w64(H_SEED, seed);
         t.w64(H_RNG, seed | 1);
+        t.w64(H_EPOCH, mix(seed ^ 0x6570_6f63_6800_0000));
         Some(t)
     }
 
@@ -764,7 +785,7 @@ impl<'a> Table<'a> {
             if self.seq_of(victim) >= protect || !may_evict(self, victim) {
                 return (None, evicted);
             }
-            self.remove_locked(victim);
+            self.forget(victim);
             self.add64(H_EVICTIONS, 1);
             evicted += 1;
             defragged = false;
@@ -942,6 +963,19 @@ impl<'a> Table<'a> {
         self.mutate(|t| t.remove_locked(r));
     }
 
+    /// Removes a record that leaves without a newer change taking its
+    /// place (expired, evicted): a tombstone that goes raises the replay
+    /// horizon, as a peer that missed it can no longer be told.
+    fn forget(&mut self, r: Rec) {
+        if self.flags(r) & rec::TOMB != 0 {
+            let seq = self.seq_of(r);
+            if seq > self.r64(H_HORIZON) {
+                self.w64(H_HORIZON, seq);
+            }
+        }
+        self.remove_locked(r);
+    }
+
     fn remove_locked(&mut self, r: Rec) {
         self.uncount(r);
         self.index_remove(r);
@@ -962,7 +996,7 @@ impl<'a> Table<'a> {
                 break;
             }
             self.begin();
-            self.remove_locked(r);
+            self.forget(r);
             self.add64(H_EXPIRED, 1);
             self.end();
             n += 1;
@@ -993,7 +1027,7 @@ impl<'a> Table<'a> {
                     seen += 1;
                     if self.is_expired(Rec(o), now) {
                         self.begin();
-                        self.remove_locked(Rec(o));
+                        self.forget(Rec(o));
                         self.add64(H_EXPIRED, 1);
                         self.end();
                         gone += 1;
@@ -1073,6 +1107,69 @@ impl<'a> Table<'a> {
             r = self.newer(x);
         }
         pos
+    }
+
+    // ---- resuming peers ----------------------------------------------------
+
+    /// The zone's epoch (see the module docs of the protocol: a peer's
+    /// position counts only in the epoch it was taken in).
+    pub fn epoch(&self) -> u64 {
+        self.r64(H_EPOCH)
+    }
+
+    /// The lowest position a peer can resume from: changes after an older
+    /// one may be gone (tombstones expired or evicted, a recovery).
+    pub fn horizon(&self) -> u64 {
+        self.r64(H_HORIZON)
+    }
+
+    /// The latest sequence number given to a change.
+    pub fn seq(&self) -> u64 {
+        self.r64(H_SEQ)
+    }
+
+    /// Every local change up to this sequence number has been drained.
+    pub fn drained(&self) -> u64 {
+        self.r64(H_DRAINED)
+    }
+
+    /// Where this node stands in peer `node`'s history of the zone:
+    /// `(epoch, seq)`, every change up to `seq` of that epoch applied.
+    pub fn position(&self, node: u64) -> Option<(u64, u64)> {
+        (0..MAX_POSITIONS)
+            .map(|i| H_POSITIONS + i * 24)
+            .find(|&o| node != 0 && self.r64(o) == node)
+            .map(|o| (self.r64(o + 8), self.r64(o + 16)))
+    }
+
+    /// Records that every change of peer `node`'s zone up to `seq` of
+    /// `epoch` is applied (never moving back within one epoch). A new
+    /// peer takes a free entry, or the one with the lowest position.
+    pub fn set_position(&mut self, node: u64, epoch: u64, seq: u64) {
+        if node == 0 {
+            return;
+        }
+        let entries = (0..MAX_POSITIONS).map(|i| H_POSITIONS + i * 24);
+        let o = match entries.clone().find(|&o| self.r64(o) == node) {
+            Some(o) => {
+                if self.r64(o + 8) == epoch && self.r64(o + 16) >= seq {
+                    return;
+                }
+                o
+            }
+            None => entries
+                .min_by_key(|&o| (self.r64(o) != 0, self.r64(o + 16)))
+                .unwrap_or(H_POSITIONS),
+        };
+        self.w64(o, node);
+        self.w64(o + 8, epoch);
+        self.w64(o + 16, seq);
+    }
+
+    /// Forgets every peer's position (this node lost records it had
+    /// applied).
+    fn clear_positions(&mut self) {
+        self.a[H_POSITIONS..H_POSITIONS + MAX_POSITIONS * 24].fill(0);
     }
 
     // ---- walks in memory order -------------------------------------------
@@ -1177,8 +1274,11 @@ impl<'a> Table<'a> {
             let dropped = self.r64(H_LIVE) + self.r64(H_TOMBS);
             let len = end;
             let first = self.r64(H_FIRST_REMOTE);
+            let epoch = mix(self.r64(H_EPOCH) ^ gen ^ seq.rotate_left(32));
             let arena = &mut self.a[..len];
             let mut t = Table::format(arena, seed).expect("was formatted before");
+            // A cleared zone is a new history: peers start over with it.
+            t.w64(H_EPOCH, epoch);
             t.w64(H_SEQ, seq);
             t.w64(H_DRAINED, seq);
             t.w64(H_GEN, gen + 1);
@@ -1240,6 +1340,12 @@ impl<'a> Table<'a> {
         }
         self.w64(H_SEQ, max_seq);
         self.w64(H_DRAINED, self.r64(H_DRAINED).min(max_seq));
+        if out.dropped > 0 {
+            // What was dropped cannot be replayed to peers, nor is what
+            // peers sent before all here any more.
+            self.w64(H_HORIZON, max_seq);
+            self.clear_positions();
+        }
         self.add64(H_GEN, 1);
         self.end();
         out
