@@ -792,9 +792,9 @@ unsafe extern "C" fn on_tick(ev: *mut ngx_event_t) {
     }
     // A node's connection whose shortcut was rate-limited.
     e.reconnect_if_asked();
-    // Safety net for wake-ups lost across a reload.
-    if e.ctx.zones.iter().any(|z| z.records_pending() > 0) {
-        e.schedule_drain();
-    }
+    // Safety net for wake-ups lost across a reload; with nothing queued,
+    // it moves the peers' positions past the changes received since (a
+    // resumed peer is not sent them again).
+    e.schedule_drain();
     nginx_sys::ngx_add_timer(ev, TICK_MS as _);
 }

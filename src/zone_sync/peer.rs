@@ -749,12 +749,19 @@ impl Peer {
             };
             let z = ctx.zones[zone];
             let budget = max.saturating_sub(wire::records_frame_overhead(z.name().len()));
+            let resuming = self.pass_from[zone].is_some();
+            let peer = s.peer_node_id().unwrap_or(0);
             let Ok(mut w) = s.begin_records(zone, self.state == State::Snapshot, max) else {
                 return;
             };
             let mut n = 0u64;
             let mut skipped: Vec<(String, usize)> = Vec::new();
             let mut take = |r: &Record<'_>| {
+                if resuming && r.origin == peer {
+                    // The node made this change itself: it has it (or a
+                    // newer one) in the history it resumes.
+                    return true;
+                }
                 let len = r.encoded_len();
                 if len > budget {
                     // Taken, so that the pass moves past it.

@@ -97,8 +97,12 @@ sub parse_hello {
         my $len = ord(substr($b, $off, 1));
         my $name = substr($b, $off + 1, $len);
         my ($kind, $kv) = unpack('C n', substr($b, $off + 1 + $len, 3));
-        push @zones, [ $name, $kind, $kv ];
-        $off += 4 + $len;
+        my @resume;
+        # version 2: epoch, seen epoch, seen seq per zone
+        @resume = unpack('Q> Q> Q>', substr($b, $off + 4 + $len, 24))
+            if $version >= 2;
+        push @zones, [ $name, $kind, $kv, @resume ];
+        $off += 4 + $len + ($version >= 2 ? 24 : 0);
     }
     return { magic => $magic, version => $version, node_id => $id,
         zones => \@zones };
@@ -174,7 +178,9 @@ sub listen {
 }
 
 # a server connection: waits for a node to connect, reads its HELLO and
-# answers with ours
+# answers with ours (a version-1 HELLO: the node then speaks version 1);
+# with "v1_only => 1" it answers a HELLO of another version as a version-1
+# node does, ERROR UNSUPPORTED_VERSION, and returns the string "refused"
 sub accept {
     my ($self, %o) = @_;
     my $l = $self->{listen};
@@ -184,6 +190,12 @@ sub accept {
     my ($type, $body) = $p->read_frame($o{timeout} // 5);
     return undef unless defined $type && $type == HELLO;
     $p->{hello} = parse_hello($body);
+    if ($o{v1_only} && $p->{hello}{version} != 1) {
+        my $text = 'unsupported version';
+        $p->write(sync_frame(ERROR, pack('n n', 1, length $text) . $text));
+        $p->close;
+        return 'refused';
+    }
     $p->write(sync_frame(HELLO,
         sync_hello($o{node_id} // 0x5e17e58, @{$o{zones} // []})));
     return $p;
