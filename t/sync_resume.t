@@ -23,7 +23,7 @@ use Test::Nginx::Util qw(wait_for);
 ###############################################################################
 
 my $c = Test::Nginx::Cluster->new(2)->has(qw/http stream zone_sync/)
-    ->plan(26);
+    ->plan(25);
 
 my $conf = <<'EOF';
 
