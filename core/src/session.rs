@@ -889,13 +889,7 @@ impl Inner {
         } else {
             resume.to_vec()
         };
-        wire::encode_hello_v(
-            &mut self.out,
-            self.version,
-            self.cfg.node_id,
-            &zones,
-            &full,
-        );
+        wire::encode_hello_v(&mut self.out, self.version, self.cfg.node_id, &zones, &full);
         self.hello_sent = true;
         self.sent();
     }

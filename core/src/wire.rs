@@ -1248,11 +1248,58 @@ mod tests {
         encode_hello(&mut out, 42, &zones);
         match decode_all(&out) {
             Frame::Hello(h) => {
-                assert_eq!(h.version, 1);
+                assert_eq!(h.version, 2);
                 assert_eq!(h.node_id, 42);
                 assert_eq!(h.zones, zones);
+                assert_eq!(h.resume, [ZoneResume::default(); 2]);
             }
             f => panic!("{f:?}"),
+        }
+        // version 2 carries each zone's epoch and position
+        let resume = [
+            ZoneResume {
+                epoch: 7,
+                seen_epoch: 8,
+                seen_seq: 9,
+            },
+            ZoneResume::default(),
+        ];
+        out.clear();
+        encode_hello_v(&mut out, 2, 42, &zones, &resume);
+        match decode_all(&out) {
+            Frame::Hello(h) => assert_eq!(h.resume, resume),
+            f => panic!("{f:?}"),
+        }
+        // version 1 has no such fields
+        out.clear();
+        encode_hello_v(&mut out, 1, 42, &zones, &resume);
+        match decode_all(&out) {
+            Frame::Hello(h) => {
+                assert_eq!((h.version, h.zones.len()), (1, 2));
+                assert!(h.resume.is_empty());
+            }
+            f => panic!("{f:?}"),
+        }
+    }
+
+    #[test]
+    fn position_roundtrip() {
+        let mut out = Vec::new();
+        encode_position(&mut out, b"kv", 0x0102);
+        assert_eq!(
+            decode_all(&out),
+            Frame::Position {
+                zone: b"kv",
+                seq: 0x0102
+            }
+        );
+        for bad in [
+            &b""[..],
+            b"\x00",
+            b"\x02kv",
+            b"\x02kv\0\0\0\0\0\0\0\x01\x00",
+        ] {
+            assert!(Frame::decode(FRAME_POSITION, bad).is_err(), "{bad:?}");
         }
     }
 
@@ -1312,7 +1359,7 @@ mod tests {
         );
         assert_eq!(
             Hello::decode(&hello_body(3, 5, &[])),
-            Err(WireError::UnsupportedVersion(2))
+            Err(WireError::UnsupportedVersion(3))
         );
         // a future version may change everything after the version
         assert_eq!(

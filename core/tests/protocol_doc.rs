@@ -3,7 +3,7 @@
 
 use zone_sync_core::hlc;
 use zone_sync_core::wire::{
-    self, Frame, RecordRef, RecordsBuilder, ZoneDesc, KIND_KEYVAL, RECORDS_SNAPSHOT,
+    self, Frame, RecordRef, RecordsBuilder, ZoneDesc, ZoneResume, KIND_KEYVAL, RECORDS_SNAPSHOT,
 };
 
 const NODE: u64 = 0x0123_4567_89ab_cdef;
@@ -23,13 +23,19 @@ fn hex(bytes: &[u8]) -> String {
 
 fn hello() -> Vec<u8> {
     let mut out = Vec::new();
-    wire::encode_hello(
+    wire::encode_hello_v(
         &mut out,
+        2,
         NODE,
         &[ZoneDesc {
             name: b"kv",
             kind: KIND_KEYVAL,
             kind_version: 1,
+        }],
+        &[ZoneResume {
+            epoch: 0x1111_2222_3333_4444,
+            seen_epoch: 0x5555_6666_7777_8888,
+            seen_seq: 1000,
         }],
     );
     out

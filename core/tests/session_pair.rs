@@ -26,6 +26,7 @@ enum Ev {
     },
     Ack(u64),
     SnapshotDone(u64),
+    Position(usize, u64),
     PeerError(u16, String),
 }
 
@@ -56,6 +57,7 @@ fn owned(e: Event<'_>) -> Ev {
         },
         Event::Ack { seq } => Ev::Ack(seq),
         Event::SnapshotDone { seq } => Ev::SnapshotDone(seq),
+        Event::Position { zone, seq } => Ev::Position(zone, seq),
         Event::PeerError { code, text } => {
             Ev::PeerError(code.0, String::from_utf8_lossy(text).into_owned())
         }
@@ -123,6 +125,9 @@ fn frames(bytes: &[u8]) -> Vec<String> {
             Frame::Heartbeat => "HEARTBEAT".into(),
             Frame::SnapshotDone(s) => format!("SNAPSHOT_DONE {s}"),
             Frame::Error(e) => format!("ERROR {} {}", e.code.0, e.text_lossy()),
+            Frame::Position { zone, seq } => {
+                format!("POSITION {} {seq}", String::from_utf8_lossy(zone))
+            }
             Frame::Unknown { frame_type, .. } => format!("UNKNOWN {frame_type}"),
         });
     }
@@ -394,11 +399,11 @@ fn version_mismatch() {
     let mut s = Session::new(Role::Server, cfg(SERVER_ID, &zones()), 0);
     assert!(feed(&mut s, &hello_v(1), 0).is_ok());
     let mut s = Session::new(Role::Server, cfg(SERVER_ID, &zones()), 0);
-    let e = feed(&mut s, &hello_v(2), 0).unwrap_err();
-    assert_eq!(e, SessionError::Wire(WireError::UnsupportedVersion(2)));
+    let e = feed(&mut s, &hello_v(3), 0).unwrap_err();
+    assert_eq!(e, SessionError::Wire(WireError::UnsupportedVersion(3)));
     assert_eq!(
         frames(s.outgoing()),
-        ["ERROR 1 unsupported protocol version 2"]
+        ["ERROR 1 unsupported protocol version 3"]
     );
     assert!(s.is_closed());
     // the client learns why
@@ -406,8 +411,70 @@ fn version_mismatch() {
     let evs = pump(&mut s, &mut c, 0).unwrap();
     assert_eq!(
         evs,
-        [Ev::PeerError(1, "unsupported protocol version 2".into())]
+        [Ev::PeerError(1, "unsupported protocol version 3".into())]
     );
+}
+
+/// Version 2: the client announces its zones' epochs, the server answers
+/// with where it stands in them, and POSITION frames reach the server.
+#[test]
+fn resume_positions_in_hello() {
+    let mut c = cfg(CLIENT_ID, &zones());
+    c.zones[0].epoch = 77;
+    let s = cfg(SERVER_ID, &zones());
+    let mut client = Session::new(Role::Client, c, 0);
+    let mut server = Session::new(Role::Server, s, 0);
+    let ev = pump(&mut client, &mut server, 0).unwrap();
+    assert!(matches!(ev[..], [Ev::Hello(CLIENT_ID, _)]), "{ev:?}");
+    assert_eq!(server.peer_resume(0).map(|r| r.epoch), Some(77));
+    assert!(
+        server.outgoing().is_empty(),
+        "hello waits for the positions"
+    );
+    server.reply_hello(&mut |zi| (zi == 0).then_some((77, 1234)));
+    let ev = pump(&mut server, &mut client, 0).unwrap();
+    assert!(matches!(ev[..], [Ev::Hello(SERVER_ID, _)]), "{ev:?}");
+    assert_eq!(client.version(), 2);
+    let r = client.peer_resume(0).unwrap();
+    assert_eq!((r.seen_epoch, r.seen_seq), (77, 1234));
+    assert_eq!(client.peer_resume(1).map(|r| r.seen_epoch), Some(0));
+    client.send_position(0, 1300);
+    let ev = pump(&mut client, &mut server, 0).unwrap();
+    assert_eq!(ev, [Ev::Position(0, 1300)]);
+}
+
+/// A server that does not call reply_hello still answers, without
+/// positions; a version-1 client is answered in version 1 at once, and
+/// gets no POSITION frames.
+#[test]
+fn resume_fallbacks() {
+    let mut client = Session::new(Role::Client, cfg(CLIENT_ID, &zones()), 0);
+    let mut server = Session::new(Role::Server, cfg(SERVER_ID, &zones()), 0);
+    pump(&mut client, &mut server, 0).unwrap();
+    pump(&mut server, &mut client, 0).unwrap();
+    assert_eq!(client.peer_resume(0).map(|r| r.seen_epoch), Some(0));
+
+    let mut client = Session::with_version(Role::Client, cfg(CLIENT_ID, &zones()), 0, 1);
+    let mut server = Session::new(Role::Server, cfg(SERVER_ID, &zones()), 0);
+    pump(&mut client, &mut server, 0).unwrap();
+    assert_eq!(frames(server.outgoing()), [format!("HELLO {SERVER_ID}")]);
+    pump(&mut server, &mut client, 0).unwrap();
+    assert_eq!((client.version(), server.version()), (1, 1));
+    assert_eq!(client.peer_resume(0), None);
+    client.send_position(0, 5);
+    assert!(client.outgoing().is_empty());
+}
+
+/// A client refuses a server HELLO of a version it did not offer.
+#[test]
+fn server_hello_newer_than_offered() {
+    let mut client = Session::with_version(Role::Client, cfg(CLIENT_ID, &zones()), 0, 1);
+    let mut server = Session::new(Role::Server, cfg(SERVER_ID, &zones()), 0);
+    server.receive(&hello_v(2), 0);
+    let _ = server.next_event();
+    let _ = server.next_event();
+    let e = pump(&mut server, &mut client, 0).unwrap_err();
+    assert_eq!(e, SessionError::BadVersion(2));
 }
 
 #[test]
