@@ -624,3 +624,61 @@ fn speed() {
         tick
     );
 }
+
+/// Resume: a formatted table has a nonzero epoch; changes_since hands out
+/// what changed after a position, deletes as tombstones; a tombstone that
+/// expires raises the replay horizon; positions are kept per peer and
+/// never move back within an epoch.
+#[test]
+fn resume_history() {
+    let mut a = vec![0u8; 64 * 1024];
+    let mut t = Table::format(&mut a, 1).unwrap();
+    let epoch = t.epoch();
+    assert_ne!(epoch, 0);
+    for i in 0..10u64 {
+        put(&mut t, format!("k{i}").as_bytes(), b"v", i + 1, 0);
+    }
+    let p = t.seq();
+    put(&mut t, b"k3", b"changed", 20, 0);
+    let w = Write {
+        hlc: 21,
+        origin: NODE,
+        expire: 500,
+        tombstone: true,
+        queue: true,
+        ..Write::default()
+    };
+    t.write(b"k4", b"", &w, u64::MAX, &mut every).unwrap();
+    let mut got = Vec::new();
+    let end = t.changes_since(p, &mut |r| {
+        got.push((t.key(r).to_vec(), t.meta(r).tombstone));
+        true
+    });
+    assert_eq!(end, t.seq());
+    assert_eq!(got, [(b"k3".to_vec(), false), (b"k4".to_vec(), true)]);
+    // a refusal stops the pass where it was
+    let mut n = 0;
+    let mid = t.changes_since(p, &mut |_| {
+        n += 1;
+        n < 2
+    });
+    assert_eq!(mid, p + 1);
+    assert_eq!(t.horizon(), 0);
+    // the tombstone expires: peers before it can no longer resume
+    assert_eq!(t.expire(1000, 100) + t.sample_expire(1000, 1 << 16, 1), 1);
+    assert_eq!(t.horizon(), end);
+
+    assert_eq!(t.position(PEER), None);
+    t.set_position(PEER, 5, 100);
+    t.set_position(PEER, 5, 90);
+    assert_eq!(t.position(PEER), Some((5, 100)));
+    t.set_position(PEER, 6, 3);
+    assert_eq!(t.position(PEER), Some((6, 3)));
+    // more peers than entries: the lowest position goes
+    for n in 1..=MAX_POSITIONS as u64 {
+        t.set_position(1000 + n, 1, 1000 + n);
+    }
+    assert_eq!(t.position(PEER), None);
+    assert_eq!(t.position(1001), Some((1, 1001)));
+    assert!(t.check().is_ok());
+}
