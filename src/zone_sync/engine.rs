@@ -193,11 +193,7 @@ pub unsafe fn start(
         .collect();
 
     let engine = Box::into_raw(Box::new(Engine {
-        ctx: Ctx {
-            log,
-            conf,
-            zones,
-        },
+        ctx: Ctx { log, conf, zones },
         peers: Vec::new(),
         resolve: None,
         wake_conn: ptr::null_mut(),
@@ -382,7 +378,11 @@ impl Ctx {
             node_id: crate::node_id(),
             timeout_ms: conf.timeout as u64,
             max_frame: conf.recv_buffer_size,
-            zones: self.zones.iter().map(|z| crate::kinds::zone_info(*z)).collect(),
+            zones: self
+                .zones
+                .iter()
+                .map(|z| crate::kinds::zone_info(*z))
+                .collect(),
         }
     }
 

@@ -80,10 +80,7 @@ pub unsafe extern "C" fn handler(s: *mut ngx_stream_session_t) {
         node_id: crate::node_id(),
         timeout_ms: conf.timeout as u64,
         max_frame: conf.recv_buffer_size,
-        zones: zones
-            .iter()
-            .map(|z| crate::kinds::zone_info(*z))
-            .collect(),
+        zones: zones.iter().map(|z| crate::kinds::zone_info(*z)).collect(),
     };
     let name = String::from_utf8_lossy(crate::ngx_ext::str_bytes(&(*c).addr_text)).into_owned();
     let ib = Box::into_raw(Box::new(Inbound {
