@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -21,8 +22,8 @@ import traceback
 sys.dont_write_bytecode = True  # no __pycache__ in the work tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from systems import (TOP, Haproxy, Redis_, ZoneSync, key_of,  # noqa: E402
-                     value_of, wait_until)
+from systems import (TOP, Haproxy, Redis_, ZoneSync, children, free_ports,  # noqa: E402
+                     key_of, value_of, wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KV_BYTES = 96  # a 32-byte key and a 64-byte value
@@ -463,6 +464,87 @@ class Bench:
         finally:
             for c in clusters.values():
                 c.stop()
+
+    # 7. resume: a link down while records change, then back
+
+    def resume(self):
+        """Two of our nodes hold n records in sync (1M; --quick 200k); the
+        link goes down (node 1 is reloaded onto a sync port nobody dials,
+        dialling a port nobody listens on: its zones stay), 1,000 records
+        change on node 0, and the link comes back (reloaded again). Bytes
+        both nodes sent (the API's bytes_out) and the time from both nodes
+        online to node 1 holding every change, beside a full snapshot's
+        (node 1 restarted empty)."""
+        if "zone_sync" not in self.systems():
+            return
+        n = 200000 if self.quick else 1000000
+        changes = 1000
+        sc = "7. resume"
+        pairs = [(key_of("r", i), value_of(i)) for i in range(n)]
+        c = ZoneSync(self.run_dir, nodes=2, interval="10ms", zone_size=self.a.zone_size, tag="resume")
+        dead = free_ports(2)
+        up = c.conf(1)
+        down = up.replace(f"listen 127.0.0.1:{c.sync[1]};", f"listen 127.0.0.1:{dead[0]};")
+        down = "\n".join(
+            line for line in down.split("\n") if "zone_sync_server" not in line or f":{c.sync[0]};" in line
+        ).replace(f"zone_sync_server 127.0.0.1:{c.sync[0]};", f"zone_sync_server 127.0.0.1:{dead[1]};")
+
+        def sent():
+            return sum(c.status(i)["status"]["bytes_out"] for i in range(2))
+
+        def reload1(conf):
+            old = set(children(c.master[1])[1:])
+            with open(os.path.join(c.node_dir(1), "nginx.conf"), "w") as f:
+                f.write(conf)
+            os.kill(c.master[1], signal.SIGHUP)
+            wait_until(lambda: (lambda k: len(k) == 2 and not (set(k) & old))(children(c.master[1])[1:]),
+                       60, 0.01, "new workers after reload")
+            cc = c.conns.pop(1, None)
+            if cc:
+                cc.close()
+
+        def online(i):
+            return c.status(i)["status"]["nodes_online"] >= 1
+
+        try:
+            c.start()
+            c.load(pairs)
+            wait_until(lambda: c.count(1) >= n, 300, 0.05, "records in sync")
+            for run in range(self.runs):
+                # the full snapshot: node 1 restarted with empty zones
+                c.stop_node(1)
+                b0 = c.status(0)["status"]["bytes_out"]
+                c.start_node(1, wait=True)
+                wait_until(lambda: online(0) and online(1), 60, 0.002, "online")
+                t0 = time.monotonic()
+                wait_until(lambda: c.count(1) >= n, 300, 0.002, "full snapshot")
+                t_full = time.monotonic() - t0
+                time.sleep(1.5)  # positions settle (the engine's 1 s tick)
+                b_full = c.status(0)["status"]["bytes_out"] - b0
+                # the link down, 1,000 changes, the link back
+                reload1(down)
+                wait_until(lambda: not online(0), 30, 0.01, "link down")
+                changed = [(key_of("r", (i * 997 + run) % n), value_of(n + run * changes + i)) for i in range(changes)]
+                c.bulk_write(changed)
+                last = changed[-1]
+                b1 = sent()
+                reload1(up)
+                wait_until(lambda: online(0) and online(1), 60, 0.002, "online again")
+                t1 = time.monotonic()
+                wait_until(lambda: all(c.read(1, k) == v for k, v in changed[-20:]), 60, 0.002, "changes")
+                t_resume = time.monotonic() - t1
+                wait_until(lambda: c.pending(0) == 0 and c.pending(1) == 0, 60, 0.01, "quiet")
+                time.sleep(0.5)
+                b_resume = sent() - b1
+                assert c.read(1, last[0]) == last[1]
+                self.res.add(sc, f"bytes to converge, {changes} changed of {nlabel(n)}", "B", "zone_sync", b_resume, run=run)
+                self.res.add(sc, f"bytes of a full snapshot of {nlabel(n)}", "B", "zone_sync", b_full, run=run)
+                self.res.add(sc, "resume bytes ÷ snapshot bytes", "%", "zone_sync", 100.0 * b_resume / max(b_full, 1), run=run)
+                self.res.add(sc, f"time to converge, {changes} changed", "s", "zone_sync", t_resume, run=run)
+                self.res.add(sc, f"time of a full snapshot of {nlabel(n)}", "s", "zone_sync", t_full, run=run)
+                log(f"resume run {run}: {b_resume} B in {t_resume:.3f} s; full snapshot {b_full} B in {t_full:.3f} s")
+        finally:
+            c.stop()
 
     def _catchup_runs(self, clusters, n, label, joiner=1, probe_key=None, keep=False):
         """Run r of every system, then run r+1: node `joiner` starts empty
@@ -994,7 +1076,7 @@ def machine(module):
     }
 
 
-SCENARIOS = ("latency", "throughput", "catchup", "big", "catchup3")
+SCENARIOS = ("latency", "throughput", "catchup", "big", "catchup3", "resume")
 
 
 def main():
@@ -1003,7 +1085,8 @@ def main():
         description=__doc__,
         epilog="scenarios (--only): latency (1.), throughput (2.), catchup (3., 100k records), "
                "big (1M records: 6. memory, 3. catch-up with the sender's request p99, 4. request "
-               "path, 5. idle), catchup3 (3., a third node joins two holding 1M records).\n"
+               "path, 5. idle), catchup3 (3., a third node joins two holding 1M records), resume (7., 1,000 "
+               "records changed while the link is down, against a full snapshot).\n"
                "Installs haproxy, redis-server and wrk when missing and builds nginx + the module "
                "when build/ lacks them (not for --help).")
     ap.add_argument("--quick", action="store_true",
@@ -1055,7 +1138,7 @@ def main():
         if name not in only:
             continue
         fn = {"latency": b.latency, "throughput": b.throughput, "catchup": b.catchup_small, "big": b.big,
-              "catchup3": b.catchup3}[name]
+              "catchup3": b.catchup3, "resume": b.resume}[name]
         log(f"=== {name}")
         try:
             fn()
