@@ -141,8 +141,8 @@ raw(pack('N', 0xffffffff) . "\x01");
 ok(wait_for(sub { log_of(1) =~ /frame too large/ }, timeout => 5),
 	'huge length: refused before reading it');
 
-my $v2 = "ZSYN" . pack('n', 2) . pack('Q>', 0x1234567) . pack('n', 0);
-my $answer = raw($frame->(1, $v2));
+my $v3 = "ZSYN" . pack('n', 3) . pack('Q>', 0x1234567) . pack('n', 0);
+my $answer = raw($frame->(1, $v3));
 like($answer, qr/\x06/, 'wrong version: answered with an ERROR frame');
 
 # a valid hello, then a RECORDS frame truncated in its record

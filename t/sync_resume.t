@@ -23,7 +23,7 @@ use Test::Nginx::Util qw(wait_for);
 ###############################################################################
 
 my $c = Test::Nginx::Cluster->new(2)->has(qw/http stream zone_sync/)
-    ->plan(25);
+    ->plan(27);
 
 my $conf = <<'EOF';
 
@@ -216,6 +216,18 @@ ok(log_has(0, qr/full snapshot of zone "big" for node \S+: it holds no position 
 	'restart: full snapshot to it (info)');
 ok(log_has(1, qr/full snapshot of zone "big" for node \S+: it holds no position in it/),
 	'restart: full snapshot from it (info)');
+
+# node 0's zone re-created by a reload with another size: a new epoch, so
+# node 1's position in it is of another history
+
+my $resized = $c->node(0)->read_file('nginx.conf');
+$resized =~ s/zone=big:16m/zone=big:17m/;
+$c->node(0)->write_file('nginx.conf', $resized);
+$c->reload_node(0);
+ok(log_has(0, qr/full snapshot of zone "big" for node \S+: its position is in another history/),
+	'zone re-created: full snapshot (info)');
+ok(wait_for(sub { online(0) && online(1) && same('big') }, timeout => 20),
+	'converged after the zone was re-created');
 
 # a node of protocol version 1: it refuses our HELLO, we speak version 1
 # to it, and it gets a full snapshot
