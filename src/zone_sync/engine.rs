@@ -521,8 +521,12 @@ impl Engine {
                     }
                 }
                 if sharers == 0 {
-                    // Nobody connected: the changes stay queued; the
-                    // snapshot of the next connection carries them.
+                    // Nobody connected: the snapshot or resume pass of the
+                    // next connection carries these changes (it covers
+                    // every record changed before it starts), so they
+                    // leave the queue rather than being sent again after
+                    // that pass.
+                    self.ctx.zones[zi].drain_changes(now, &mut |_| true);
                     break;
                 }
                 if held || takers == 0 {
