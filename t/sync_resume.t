@@ -23,7 +23,7 @@ use Test::Nginx::Util qw(wait_for);
 ###############################################################################
 
 my $c = Test::Nginx::Cluster->new(2)->has(qw/http stream zone_sync/)
-    ->plan(27);
+    ->plan(29);
 
 my $conf = <<'EOF';
 
@@ -49,6 +49,7 @@ http {
 
     keyval_zone  zone=big:16m sync;
     keyval_zone  zone=tmo:1m timeout=2s sync;
+    sync_limit_req_zone $http_x_key zone=slow:1m rate=1r/m sync;
 
     server {
         listen 127.0.0.1:%%NODE_HTTP%%;
@@ -58,6 +59,8 @@ http {
         location /api/ {
             api write=on;
         }
+
+        location /slow { sync_limit_req zone=slow burst=3 nodelay; empty_gif; }
     }
 }
 
@@ -136,6 +139,13 @@ sub bytes_during {
 	return ($ok, ($after[0] - $before[0]) + ($after[1] - $before[1]));
 }
 
+sub code {
+	my ($i, $key) = @_;
+	my $r = http("GET /slow HTTP/1.0\r\nHost: localhost\r\nX-Key: $key\r\n\r\n",
+		port => $c->http_port($i)) // '';
+	return $r =~ m!^HTTP/1\.. (\d+)! ? $1 : 0;
+}
+
 sub log_has {
 	my ($node, $re) = @_;
 	return wait_for(sub { $c->node($node)->read_file('error.log') =~ $re },
@@ -178,6 +188,8 @@ for my $i (61 .. 100) {
 	api(1, PATCH => '/http/keyvals/big', qq{{"key$i":"other-$i"}});
 }
 is(zone(0, 'big')->{key1}, 'changed-1', 'changed while down');
+is(join(' ', map { code(0, 's') } 1 .. 4), '200 200 200 200',
+	'limit_req: a burst on node 0 while down');
 ok(!same('big'), 'nodes differ while down');
 
 ($ok, $bytes) = bytes_during(sub {
@@ -188,6 +200,7 @@ ok($ok, 'converged after the link came back');
 cmp_ok($bytes, '<', $full / 20, "link back: $bytes bytes, a snapshot is $full");
 ok(!exists zone(1, 'big')->{key41}, 'delete resumed as a tombstone');
 is(zone(0, 'big')->{key61}, 'other-61', 'change of node 1 resumed');
+is(code(1, 's'), 503, "limit_req: node 0's share resumed to node 1");
 
 # a tombstone expired while the link was down: the position is older than
 # the zone can replay, so it gets a full snapshot
