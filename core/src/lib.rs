@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod hlc;
+pub mod keyval_key;
 pub mod merge;
 pub mod rate;
 pub mod session;
