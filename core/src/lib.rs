@@ -11,4 +11,5 @@ pub mod keyval_key;
 pub mod merge;
 pub mod rate;
 pub mod session;
+pub mod state_file;
 pub mod wire;
