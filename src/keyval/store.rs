@@ -49,6 +49,8 @@ pub struct Shared {
     pub hlc: SharedHlc,
     /// Figures the sync engine publishes for the zone.
     pub engine: crate::kinds::EngineShared,
+    /// The type=ip/prefix index and the change counter (index.rs).
+    pub index: super::index::Index,
 }
 
 #[repr(C)]
@@ -648,6 +650,7 @@ impl Store {
                 (*sh).tombstones += 1;
             } else {
                 (*sh).live += 1;
+                (*sh).index.added(key);
             }
             node = p;
         } else {
@@ -660,9 +663,11 @@ impl Store {
             if was_tomb && !tombstone {
                 (*sh).tombstones -= 1;
                 (*sh).live += 1;
+                (*sh).index.added(key);
                 (*node).flags &= !TOMBSTONE;
             } else if !was_tomb && tombstone {
                 (*sh).live -= 1;
+                (*sh).index.removed(key);
                 (*sh).tombstones += 1;
                 (*node).flags |= TOMBSTONE;
             }
@@ -677,6 +682,7 @@ impl Store {
         (*node).hlc = v.hlc;
         (*node).origin = v.origin;
         (*node).expire = expire;
+        (*sh).index.touch();
         if local {
             out.wake = self.queue_change(node);
         }
@@ -716,7 +722,9 @@ impl Store {
             (*self.sh).tombstones -= 1;
         } else {
             (*self.sh).live -= 1;
+            (*self.sh).index.removed(Node::key(n));
         }
+        (*self.sh).index.touch();
         nginx_sys::ngx_rbtree_delete(
             ptr::addr_of_mut!((*self.sh).tree),
             ptr::addr_of_mut!((*n).rb),

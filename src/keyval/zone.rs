@@ -13,9 +13,11 @@ use nginx_sys::{
 };
 use ngx::{ngx_conf_log_error, ngx_log_error};
 
+use super::state::{self, StateConf};
 use super::store::{ApiWriteError, Shared, Store, StoreError};
 use crate::kinds::{ApplyError, Record, SnapshotCursor, SyncZone};
 use crate::ngx_ext::{conf_args, current_msec, str_bytes, wall_ms};
+use zone_sync_core::keyval_key::KeyType;
 
 /// Records the housekeeping sweep looks at per 1 s tick: a full pass over
 /// a zone of a million records takes about three hours, while the sweep
@@ -43,6 +45,10 @@ pub struct KeyvalZone {
     pub line: ngx_uint_t,
     /// Set when the shared zone is initialised.
     pub store: Option<Store>,
+    /// `type=` (index.rs).
+    pub ty: KeyType,
+    /// `state=` (state.rs).
+    pub state: StateConf,
 }
 
 impl KeyvalZone {
@@ -203,6 +209,14 @@ pub unsafe fn reference(
             file: (*(*cf).conf_file).file.name,
             line: (*(*cf).conf_file).line,
             store: None,
+            ty: KeyType::String,
+            state: StateConf {
+                path: ngx_str_t {
+                    len: 0,
+                    data: ptr::null_mut(),
+                },
+                cycle: (*cf).cycle,
+            },
         });
         (*shm).data = z.cast();
         (*shm).init = Some(init_zone);
@@ -210,7 +224,8 @@ pub unsafe fn reference(
     Some((*shm).data.cast())
 }
 
-/// `keyval_zone zone=name:size [timeout=time] [type=string] [sync];`
+/// `keyval_zone zone=name:size [state=file] [timeout=time]
+/// [type=string|ip|prefix] [sync];`
 ///
 /// # Safety
 /// Called from a directive handler with the owning module's tag.
@@ -225,6 +240,8 @@ pub unsafe fn parse_keyval_zone(
     let mut size: usize = 0;
     let mut timeout: u64 = 0;
     let mut sync = false;
+    let mut ty = KeyType::String;
+    let mut state_path: Option<ngx_str_t> = None;
 
     for a in args {
         let arg = str_bytes(a);
@@ -305,29 +322,31 @@ pub unsafe fn parse_keyval_zone(
             }
             timeout = t as u64;
         } else if let Some(v) = arg.strip_prefix(b"type=") {
-            match v {
-                b"string" => {}
-                b"ip" | b"prefix" => {
-                    emerg(
-                        cf,
-                        format_args!("keyval type \"{}\" is not supported yet", lossy(v)),
-                    );
-                    return Err(());
-                }
-                _ => {
-                    emerg(
-                        cf,
-                        format_args!("invalid type \"{}\" in \"keyval_zone\" directive", lossy(v)),
-                    );
-                    return Err(());
-                }
+            let Some(t) = KeyType::parse(v) else {
+                emerg(
+                    cf,
+                    format_args!("invalid type \"{}\" in \"keyval_zone\" directive", lossy(v)),
+                );
+                return Err(());
+            };
+            ty = t;
+        } else if let Some(v) = arg.strip_prefix(b"state=") {
+            if v.is_empty() || state_path.is_some() {
+                let what = if v.is_empty() { "invalid" } else { "duplicate" };
+                emerg(
+                    cf,
+                    format_args!(
+                        "{what} parameter \"{}\" in \"keyval_zone\" directive",
+                        lossy(arg)
+                    ),
+                );
+                return Err(());
             }
-        } else if arg.starts_with(b"state=") {
-            emerg(
-                cf,
-                format_args!("the \"state\" parameter is not supported yet"),
-            );
-            return Err(());
+            let s = ngx_str_t {
+                len: v.len(),
+                data: a.data.add(6),
+            };
+            state_path = Some(state::conf_path(cf, &s).ok_or(())?);
         } else if arg == b"sync" {
             sync = true;
         } else {
@@ -360,6 +379,10 @@ pub unsafe fn parse_keyval_zone(
     (*z).declared = true;
     (*z).timeout = timeout;
     (*z).sync = sync;
+    (*z).ty = ty;
+    if let Some(p) = state_path {
+        (*z).state.path = p;
+    }
     Ok(())
 }
 
@@ -438,18 +461,39 @@ pub unsafe fn find(
 unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, old: *mut c_void) -> ngx_int_t {
     let z = &mut *(*shm).data.cast::<KeyvalZone>();
     let pool = crate::shm::slab_pool(shm);
+    let ty = z.ty;
     let sh: *mut Shared = if !old.is_null() {
         match &(*old.cast::<KeyvalZone>()).store {
             Some(s) => (s.shared() as *const Shared).cast_mut(),
             None => return NGX_ERROR as ngx_int_t,
         }
     } else {
-        match crate::shm::new_zone_header(shm, "keyval", z.name(), |p| Store::init(p, false)) {
+        let init = |p| {
+            let sh = Store::init(p, false)?;
+            super::index::init(p, sh, ty).then_some(sh)
+        };
+        match crate::shm::new_zone_header(shm, "keyval", z.name(), init) {
             Some(sh) => sh,
             None => return NGX_ERROR as ngx_int_t,
         }
     };
+    let was = (*sh).index.key_type();
+    if was != ty {
+        ngx_log_error!(
+            NGX_LOG_EMERG,
+            (*shm).shm.log,
+            "keyval zone \"{}\" has type={} and cannot change to type={} on reload",
+            lossy(z.name()),
+            was.name(),
+            ty.name()
+        );
+        return NGX_ERROR as ngx_int_t;
+    }
     z.store = Some(Store::new(pool, sh, z.sync, z.timeout));
+    let reused = (!old.is_null()).then(|| &*old.cast::<KeyvalZone>());
+    if !state::zone_init(z, reused, (*shm).shm.log) {
+        return NGX_ERROR as ngx_int_t;
+    }
     NGX_OK as ngx_int_t
 }
 
@@ -502,6 +546,9 @@ impl SyncZone for KeyvalZone {
         let Some(s) = self.store() else {
             return Err(ApplyError::NoMemory);
         };
+        if !self.ty.valid_stored(rec.key) {
+            return Err(ApplyError::Invalid);
+        }
         s.apply(rec, now, wall).map_err(|e| match e {
             StoreError::TooLarge => ApplyError::Invalid,
             StoreError::NoMemory => ApplyError::NoMemory,
