@@ -55,7 +55,8 @@ impl Writer {
     }
 
     pub fn record(&mut self, r: &Saved<'_>) {
-        self.out.extend_from_slice(if self.empty { b"\n" } else { b",\n" });
+        self.out
+            .extend_from_slice(if self.empty { b"\n" } else { b",\n" });
         self.empty = false;
         json::write_str(&mut self.out, r.key);
         self.out.push(b':');
@@ -113,7 +114,9 @@ impl fmt::Display for StateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StateError::Syntax(e) => write!(f, "{e}"),
-            StateError::Shape { record: 0, what, .. } => f.write_str(what),
+            StateError::Shape {
+                record: 0, what, ..
+            } => f.write_str(what),
             StateError::Shape { record, key, what } => {
                 let key = String::from_utf8_lossy(&key[..key.len().min(64)]);
                 write!(f, "{what} in record {record} (key \"{key}\")")
@@ -155,8 +158,7 @@ pub fn parse(data: &[u8], wall_ms: u64) -> Result<Vec<Loaded>, StateError> {
         let Value::Object(params) = v else {
             return Err(shape("a string or an object is expected"));
         };
-        let (mut value, mut expire, mut expire_at, mut hlc, mut origin) =
-            (None, None, None, 0, 0);
+        let (mut value, mut expire, mut expire_at, mut hlc, mut origin) = (None, None, None, 0, 0);
         for (name, x) in &params {
             match name.as_slice() {
                 b"value" => value = Some(scalar(x).ok_or_else(|| shape("invalid \"value\""))?),
@@ -194,7 +196,11 @@ fn scalar(v: &Value) -> Option<Vec<u8>> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.as_bytes().to_vec()),
-        Value::Bool(b) => Some(if *b { b"true".to_vec() } else { b"false".to_vec() }),
+        Value::Bool(b) => Some(if *b {
+            b"true".to_vec()
+        } else {
+            b"false".to_vec()
+        }),
         _ => None,
     }
 }

@@ -5,8 +5,9 @@
 //!   makes a new zone), through the store's merge: newest version wins, a
 //!   file without versions is the oldest data, peers' newer records win.
 //! - Written atomically (a temporary file in the same directory, fsync,
-//!   rename) by the master when it stops and on reload, and by worker 0 at
-//!   most [`SAVE_INTERVAL_MS`] after a change.
+//!   rename) by the master when it stops and on reload, and by worker 0
+//!   [`SAVE_INTERVAL_MS`] after a change (up to [`SAVE_INTERVAL_MAX_MS`]
+//!   for zones that take long to write).
 //! - A file that cannot be read or parsed is reported at `error` with the
 //!   position, moved aside (`<file>.bad-<unix time>`, never overwritten)
 //!   and the zone starts empty. A directory the workers cannot write to is
@@ -32,8 +33,12 @@ use super::zone::{self, KeyvalZone};
 use crate::kinds::{Record, SnapshotCursor};
 use crate::ngx_ext::{current_msec, str_bytes, wall_ms};
 
-/// How long after a change worker 0 writes the file at most.
+/// How long after a change worker 0 writes the file at most...
 const SAVE_INTERVAL_MS: u64 = 1000;
+
+/// ...unless writing takes long (a big zone): then worker 0 spends at most
+/// a tenth of its time on it, waiting up to this long.
+const SAVE_INTERVAL_MAX_MS: u64 = 5000;
 
 /// Records copied per hold of the zone lock while writing.
 const SAVE_BATCH: usize = 1000;
@@ -90,11 +95,7 @@ fn zone_name(z: &KeyvalZone) -> String {
 /// # Safety
 /// Called from the shared zone's init callback; `reused` is the previous
 /// cycle's `KeyvalZone` when the zone survived a reload.
-pub unsafe fn zone_init(
-    z: &KeyvalZone,
-    reused: Option<&KeyvalZone>,
-    log: *mut ngx_log_t,
-) -> bool {
+pub unsafe fn zone_init(z: &KeyvalZone, reused: Option<&KeyvalZone>, log: *mut ngx_log_t) -> bool {
     let Some(path) = path_of(z) else {
         return true;
     };
@@ -423,6 +424,7 @@ unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
         return;
     }
     let cycle = (*ev).data.cast::<ngx_cycle_t>();
+    let started = std::time::Instant::now();
     for z in zones_with_state(cycle) {
         let Some(store) = z.store() else { continue };
         let (generation, saved) = store.shared().index.generations();
@@ -430,7 +432,9 @@ unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
             save(z, (*ev).log);
         }
     }
-    nginx_sys::ngx_add_timer(ev, SAVE_INTERVAL_MS as _);
+    let spent = started.elapsed().as_millis() as u64;
+    let next = (spent * 10).clamp(SAVE_INTERVAL_MS, SAVE_INTERVAL_MAX_MS);
+    nginx_sys::ngx_add_timer(ev, next as _);
 }
 
 /// exit_master: the last write, once every worker has gone.
