@@ -25,7 +25,7 @@ use Test::Nginx::Cluster;
 
 my $t = Test::Nginx->new()->has(qw/http stream zone_sync/);
 my $c = Test::Nginx::Cluster->new(2);
-$t->plan(31);
+$t->plan(34);
 
 my $dir = $t->testdir();
 mkdir "$dir/state";
@@ -194,6 +194,27 @@ $t->run();
 
 is_deeply(zone(http => 'st'), { p => 'plus', n => '5', e => 'v' },
 	'a Plus-style file loads');
+
+# a directory that stops being writable: one error, then back to normal
+
+SKIP: {
+	skip 'not root: workers run as this user', 3 if $> != 0;
+
+	chmod 0755, "$dir/state";
+	api(POST => '/http/keyvals/st', '{"w1":"1"}');
+	ok(wait_for(sub { log_has(qr/\[error\].*keyval zone "st": could not write state file "[^"]*st\.json": Permission denied/) },
+		timeout => 5), 'unwritable directory: the failed write is logged');
+	api(POST => '/http/keyvals/st', '{"w2":"2"}');
+	# two more writes are attempted meanwhile (one a second)
+	select undef, undef, undef, 2.5;
+	my @lines = $t->read_file('error.log') =~ /zone "st": could not write state file/g;
+	is(scalar @lines, 1, 'unwritable directory: logged once');
+
+	chmod 0777, "$dir/state";
+	api(POST => '/http/keyvals/st', '{"w3":"3"}');
+	ok(wait_for(sub { my $s = state('st.json'); $s && $s->{w3} }, timeout => 5),
+		'writable again: the file is written');
+}
 
 # nginx -t and a directory that cannot be written
 

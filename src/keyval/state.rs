@@ -185,6 +185,11 @@ fn load(z: &KeyvalZone, path: &Path, log: *mut ngx_log_t) {
             path.display()
         );
     }
+    if bad_keys == 0 && no_room == 0 {
+        // The file holds what the zone holds: nothing to write yet.
+        let idx = &store.shared().index;
+        idx.set_saved(idx.generations().0);
+    }
     ngx_log_error!(
         NGX_LOG_NOTICE,
         log,
