@@ -25,13 +25,13 @@ use Test::Nginx::Cluster;
 
 my $t = Test::Nginx->new()->has(qw/http stream zone_sync/);
 my $c = Test::Nginx::Cluster->new(2);
-$t->plan(34);
+$t->plan(37);
 
 my $dir = $t->testdir();
 mkdir "$dir/state";
 chmod 0777, "$dir/state";
 
-$t->write_file_expand('nginx.conf', <<'EOF');
+my $conf = <<'EOF';
 
 %%TEST_GLOBALS%%
 
@@ -61,6 +61,7 @@ http {
 
 EOF
 
+$t->write_file_expand('nginx.conf', $conf);
 $t->run();
 
 ###############################################################################
@@ -194,6 +195,22 @@ $t->run();
 
 is_deeply(zone(http => 'st'), { p => 'plus', n => '5', e => 'v' },
 	'a Plus-style file loads');
+
+# reloads: a new size makes a new zone, filled from the file the master
+# writes first; a new type is refused
+
+my $was = zone(http => 'st');
+(my $bigger = $conf) =~ s/zone=st:1m/zone=st:2m/;
+$t->write_file_expand('nginx.conf', $bigger);
+ok($t->reload(wait_old => 1), 'reload with a new zone size');
+is_deeply(zone(http => 'st'), $was, 'the records moved to the new zone');
+
+$t->ignore_log(qr/cannot change to type=prefix on reload/);
+(my $retyped = $bigger) =~ s/zone=ipz:1m type=ip/zone=ipz:1m type=prefix/;
+$t->write_file_expand('nginx.conf', $retyped);
+ok(!$t->reload() && log_has(qr/\[emerg\].*keyval zone "ipz" has type=ip and cannot change to type=prefix on reload/),
+	'reload with a new type refused');
+$t->write_file_expand('nginx.conf', $bigger);
 
 # a directory that stops being writable: one error, then back to normal
 
