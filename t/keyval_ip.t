@@ -22,7 +22,7 @@ use Test::Nginx::Cluster;
 ###############################################################################
 
 my $c = Test::Nginx::Cluster->new(2)->has(qw/http stream stream_return zone_sync/)
-	->plan(39);
+	->plan(41);
 
 $c->write_file_expand(<<'EOF');
 
@@ -57,6 +57,9 @@ http {
     keyval_zone zone=nets:1m type=ip sync;
     keyval $arg_ip $net zone=nets;
 
+    keyval_zone zone=tnets:1m type=ip timeout=1h sync;
+    keyval $arg_ip $tnet zone=tnets;
+
     keyval_zone zone=denylist:1m type=ip sync;
     keyval $remote_addr $blocked zone=denylist;
 
@@ -64,6 +67,7 @@ http {
         listen 127.0.0.1:%%NODE_HTTP%%;
 
         location /match { return 200 "[$net]"; }
+        location /tmatch { return 200 "[$tnet]"; }
         location /set { set $net $arg_v; return 200 "ok"; }
 
         location /app {
@@ -188,6 +192,23 @@ $c->http_get(1, '/set?ip=10.0.0.0/8&v=');
 ok(wait_for(sub {
 	(match(0, '10.200.0.1') // '-') eq '' && (match(1, '10.200.0.1') // '-') eq ''
 }, timeout => 10), 'network deleted by "set" to empty: no match anywhere');
+
+# an expiring network stops matching everywhere
+
+sub tmatch {
+	my ($node, $ip) = @_;
+	my $r = $c->http_get($node, "/tmatch?ip=$ip") // '';
+	return $r =~ /\[(.*)\]/ ? $1 : undef;
+}
+
+api(0, POST => '/http/keyvals/tnets', '{"172.16.0.0/12":"outer"}');
+api(0, POST => '/http/keyvals/tnets',
+	'{"172.16.5.0/24":{"value":"brief","expire":1500}}');
+ok(wait_for(sub { (tmatch(1, '172.16.5.9') // '') eq 'brief' }, timeout => 10),
+	'a network with a short expire matches on node 1');
+ok(wait_for(sub {
+	(tmatch(0, '172.16.5.9') // '') eq 'outer' && (tmatch(1, '172.16.5.9') // '') eq 'outer'
+}, timeout => 15), 'once expired, the enclosing network matches everywhere');
 
 # the deny list across the cluster
 

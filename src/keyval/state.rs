@@ -158,7 +158,15 @@ fn load(z: &KeyvalZone, path: &Path, log: *mut ngx_log_t) {
             continue;
         };
         let ttl = r.ttl_ms.min(u64::from(u32::MAX)) as u32;
-        let rec = Record::put(&key, &r.value, r.hlc, r.origin, ttl);
+        // A record without a version is the oldest data (hlc 0); this
+        // node's id breaks ties between nodes that loaded the same key
+        // from such files, so that they still agree on one value.
+        let origin = if r.hlc == 0 && r.origin == 0 {
+            crate::node_id()
+        } else {
+            r.origin
+        };
+        let rec = Record::put(&key, &r.value, r.hlc, origin, ttl);
         match store.apply(&rec, now, wall) {
             Ok(_) => loaded += 1,
             Err(_) => no_room += 1,
