@@ -25,7 +25,7 @@ use Test::Nginx::Cluster;
 
 my $t = Test::Nginx->new()->has(qw/http stream zone_sync/);
 my $c = Test::Nginx::Cluster->new(2);
-$t->plan(37);
+$t->plan(38);
 
 my $dir = $t->testdir();
 mkdir "$dir/state";
@@ -338,6 +338,21 @@ is_deeply(cs(0), $want, 'cluster: its older file did not overwrite node 0');
 ok($c->node(1)->read_file('error.log')
 	=~ /keyval zone "cs": 3 records loaded from state file/,
 	'cluster: node 1 loaded its file');
+
+# Plus-style files (no versions) with one key, different values: the
+# nodes still settle on one value
+
+$c->stop_node($_) for 0, 1;
+for my $i (0, 1) {
+	open my $fh, '>', $c->node($i)->testdir() . '/cs.json' or die $!;
+	print $fh qq{{"tie":"from$i"}};
+	close $fh;
+}
+$c->start_node($_) for 0, 1;
+ok(wait_for(sub {
+	my ($a, $b) = (cs(0)->{tie} // '', cs(1)->{tie} // '');
+	$a ne '' && $a eq $b
+}, timeout => 10), 'cluster: unversioned files, one value everywhere');
 
 $c->stop();
 
