@@ -88,6 +88,10 @@ my @REFUSED = (
     [ 'state= twice',
         "keyval_zone zone=one:1m state=$dir/a.json state=$dir/b.json; # <A>",
         qq{duplicate parameter "state=$dir/b.json" in "keyval_zone" directive in <A>} ],
+    [ 'one state file for two zones',
+        "keyval_zone zone=one:1m state=$dir/s.json;\n"
+        . "keyval_zone zone=two:1m state=$dir/s.json; # <A>",
+        qq{state file "$dir/s.json" is already used by keyval zone "one" in <A>} ],
     [ 'bad timeout', 'keyval_zone zone=one:1m timeout=1x; # <A>',
         'invalid timeout "1x" in "keyval_zone" directive in <A>' ],
     [ 'zero timeout', 'keyval_zone zone=one:1m timeout=0; # <A>',

@@ -74,6 +74,35 @@ pub unsafe fn conf_path(cf: *mut ngx_conf_t, v: &ngx_str_t) -> Option<ngx_str_t>
     })
 }
 
+/// The keyval zone (http or stream) of the cycle being configured that
+/// already writes to `path`, if any: two zones cannot share a file.
+///
+/// # Safety
+/// Called from a directive handler.
+pub unsafe fn used_by(cf: *mut ngx_conf_t, path: &ngx_str_t) -> Option<String> {
+    let tags = [
+        crate::keyval::http::module(),
+        crate::keyval::stream::module(),
+    ];
+    let mut part: *const nginx_sys::ngx_list_part_t =
+        ptr::addr_of!((*(*cf).cycle).shared_memory.part);
+    while !part.is_null() {
+        let elts = (*part).elts.cast::<nginx_sys::ngx_shm_zone_t>();
+        for i in 0..(*part).nelts {
+            let shm = elts.add(i);
+            if (*shm).data.is_null() || !tags.iter().any(|t| (*shm).tag == t.cast_mut().cast()) {
+                continue;
+            }
+            let z = &*(*shm).data.cast::<KeyvalZone>();
+            if z.declared && str_bytes(&z.state.path) == str_bytes(path) && z.state.path.len != 0 {
+                return Some(zone_name(z));
+            }
+        }
+        part = (*part).next;
+    }
+    None
+}
+
 fn path_of(z: &KeyvalZone) -> Option<&Path> {
     if z.state.path.len == 0 {
         return None;

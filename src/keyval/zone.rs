@@ -346,7 +346,18 @@ pub unsafe fn parse_keyval_zone(
                 len: v.len(),
                 data: a.data.add(6),
             };
-            state_path = Some(state::conf_path(cf, &s).ok_or(())?);
+            let path = state::conf_path(cf, &s).ok_or(())?;
+            if let Some(other) = state::used_by(cf, &path) {
+                emerg(
+                    cf,
+                    format_args!(
+                        "state file \"{}\" is already used by keyval zone \"{other}\"",
+                        lossy(str_bytes(&path))
+                    ),
+                );
+                return Err(());
+            }
+            state_path = Some(path);
         } else if arg == b"sync" {
             sync = true;
         } else {
