@@ -122,9 +122,9 @@ fn zone_name(z: &KeyvalZone) -> String {
 /// when the directory cannot be written.
 ///
 /// # Safety
-/// Called from the shared zone's init callback; `reused` is the previous
-/// cycle's `KeyvalZone` when the zone survived a reload.
-pub unsafe fn zone_init(z: &KeyvalZone, reused: Option<&KeyvalZone>, log: *mut ngx_log_t) -> bool {
+/// Called from the shared zone's init callback, after the store is set;
+/// `reused` when the zone survived a reload.
+pub unsafe fn zone_init(z: &KeyvalZone, reused: bool, log: *mut ngx_log_t) -> bool {
     let Some(path) = path_of(z) else {
         return true;
     };
@@ -142,11 +142,10 @@ pub unsafe fn zone_init(z: &KeyvalZone, reused: Option<&KeyvalZone>, log: *mut n
     if nginx_sys::ngx_test_config != 0 {
         return true;
     }
-    if let Some(old) = reused {
-        // A reload: the zone and its records carry on; write them now.
-        if path_of(old).is_some() {
-            save(old, log);
-        }
+    if reused {
+        // A reload: the zone and its records carry on; write them now (to
+        // the file this configuration names).
+        save(z, log);
         return true;
     }
     // A reload that made a new zone (another size): save the old one first.

@@ -501,8 +501,7 @@ unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, old: *mut c_void) -> ng
         return NGX_ERROR as ngx_int_t;
     }
     z.store = Some(Store::new(pool, sh, z.sync, z.timeout));
-    let reused = (!old.is_null()).then(|| &*old.cast::<KeyvalZone>());
-    if !state::zone_init(z, reused, (*shm).shm.log) {
+    if !state::zone_init(z, !old.is_null(), (*shm).shm.log) {
         return NGX_ERROR as ngx_int_t;
     }
     NGX_OK as ngx_int_t
