@@ -69,6 +69,10 @@ pub struct WriteOutcome {
     pub wake: bool,
 }
 
+/// A live record copied out of the table: key, value, remaining ms (0 =
+/// never expires), hlc, origin.
+type Copied = (Vec<u8>, Vec<u8>, u64, u64, u64);
+
 /// A keyval zone as seen by one process.
 pub struct Store {
     /// The zone's table (`shm.sync`: declared with `sync`).
@@ -119,7 +123,7 @@ impl Store {
     /// remaining ms or 0, hlc, origin)` (the state file keeps them).
     pub fn for_each_versioned(&self, now: u64, mut f: impl FnMut(&[u8], &[u8], u64, u64, u64)) {
         let mut cursor = Cursor::default();
-        let mut batch: Vec<(Vec<u8>, Vec<u8>, u64, u64, u64)> = Vec::with_capacity(LIST_BATCH);
+        let mut batch: Vec<Copied> = Vec::with_capacity(LIST_BATCH);
         loop {
             let done = self.shm.with(|t| {
                 t.walk(&mut cursor, &mut |t, r, _| {

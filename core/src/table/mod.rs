@@ -269,7 +269,10 @@ impl<'a> Table<'a> {
             return None;
         }
         arena[..H_SIZE].fill(0);
-        let mut t = Table { a: arena, obs: None };
+        let mut t = Table {
+            a: arena,
+            obs: None,
+        };
         let nb = ((len - H_SIZE) / (BYTES_PER_BUCKET + 4)).max(1);
         let data = (H_SIZE + nb * 4 + 7) & !7;
         t.a[H_SIZE..data].fill(0);
@@ -289,7 +292,10 @@ impl<'a> Table<'a> {
         if arena.len() < MIN_ARENA {
             return None;
         }
-        let t = Table { a: arena, obs: None };
+        let t = Table {
+            a: arena,
+            obs: None,
+        };
         (t.r32(H_MAGIC) == MAGIC).then_some(t)
     }
 

@@ -648,7 +648,11 @@ impl Observer for Seen {
 fn observed(seen: &Seen) -> Vec<Vec<u8>> {
     let live = seen.live.borrow();
     assert!(live.values().all(|&n| n == 0 || n == 1), "{live:?}");
-    let mut keys: Vec<_> = live.iter().filter(|e| *e.1 == 1).map(|e| e.0.clone()).collect();
+    let mut keys: Vec<_> = live
+        .iter()
+        .filter(|e| *e.1 == 1)
+        .map(|e| e.0.clone())
+        .collect();
     keys.sort();
     keys
 }
