@@ -39,6 +39,15 @@ fn main() {
         }
     }
 
+    // nginx 1.29.6 and later have a `sticky` directive of their own: then
+    // the module registers only `sync_sticky`.
+    println!("cargo::rustc-check-cfg=cfg(ngx_core_sticky)");
+    if let Ok(version) = env::var("DEP_NGINX_VERSION_NUMBER") {
+        if version.parse::<u64>().unwrap_or(0) >= 1_029_006 {
+            println!("cargo::rustc-cfg=ngx_core_sticky");
+        }
+    }
+
     // target/<profile>/nginx-build-dir names the configured nginx tree.
     println!("cargo::rerun-if-env-changed=DEP_NGINX_BUILD_DIR");
     if let (Ok(build_dir), Ok(out_dir)) = (env::var("DEP_NGINX_BUILD_DIR"), env::var("OUT_DIR")) {
