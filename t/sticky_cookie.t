@@ -4,7 +4,7 @@
 # of the server's address and port, the attributes are written in Plus's
 # order (expires, max-age, domain, httponly, secure, samesite, path); a
 # request with the cookie goes to that server on top of round robin,
-# least_conn, hash and ip_hash, and to the balancer when that server is
+# least_conn, hash and ip_hash (and with a zone and keepalive), and to the balancer when that server is
 # down or unknown. And the configurations "nginx -t" refuses, "sticky
 # route" among them.
 
@@ -78,6 +78,15 @@ http {
         sticky cookie srv_id;
     }
 
+    # shared peers (locks, reference counts), keepalive wrapping sticky
+    upstream zoned {
+        zone upz 64k;
+        server 127.0.0.1:8091;
+        server 127.0.0.1:8092;
+        sticky cookie srv_id;
+        keepalive 2;
+    }
+
     upstream down {
         server 127.0.0.1:8091 down;
         server 127.0.0.1:8092;
@@ -89,6 +98,8 @@ http {
 
         location / {
             proxy_pass http://$arg_u;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
         }
     }
 
@@ -101,7 +112,7 @@ http {
 EOF
 
 $t->write_file_expand('nginx.conf', $conf);
-$t->run()->plan(31);
+$t->run()->plan(33);
 
 ###############################################################################
 
@@ -149,7 +160,7 @@ ok(abs($when - time() - 3600) < 5, 'expires is an hour from now');
 
 # routing: the cookie wins over every balancing method
 
-for my $u (qw/plain lc hash iphash/) {
+for my $u (qw/plain lc hash iphash zoned/) {
 	for my $target ($p1, $p2) {
 		my @got = map { (get("u=$u&k=1", $hash{$target}))[0] } 1 .. 4;
 		is("@got", "$target $target $target $target", "$u: cookie for $target");

@@ -281,7 +281,7 @@ unsafe fn pick(
         return false;
     }
     let _lock = PeersLock::write(peers);
-    #[cfg(ngx_1_27)]
+    #[cfg(ngx_rr_peer_refs)]
     if !(*peers).config.is_null() && (*rrp).config != *(*peers).config {
         return false;
     }
@@ -304,7 +304,7 @@ unsafe fn pick(
                 return false;
             }
             (*rrp).current = peer;
-            #[cfg(ngx_1_27)]
+            #[cfg(ngx_rr_peer_refs)]
             {
                 pr.refs += 1;
             }
