@@ -172,9 +172,11 @@ unsafe extern "C" fn init_peer(
     if p.id.len != 0 {
         match conf.mode {
             Mode::Learn => {
-                if let Some(s) = (*conf.zone).lookup(str_bytes(&p.id)) {
-                    p.target = pool_str(r, &s.server);
-                    p.remaining = s.remaining;
+                if let Some((target, remaining)) =
+                    (*conf.zone).lookup(str_bytes(&p.id), |v, rem| (pool_str(r, v), rem))
+                {
+                    p.target = target;
+                    p.remaining = remaining;
                 }
             }
             Mode::Cookie => p.target = p.id,
@@ -349,13 +351,14 @@ unsafe fn pr_next(peer: *mut ngx_http_upstream_rr_peer_t) -> *mut ngx_http_upstr
 unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> ngx_int_t {
     let p = &mut *data.cast::<PeerData>();
     let rrp = p.original_data.cast::<ngx_http_upstream_rr_peer_data_t>();
-    let rc = if p.target.len != 0 && pick(pc, rrp, p) {
-        NGX_OK as ngx_int_t
-    } else {
-        match p.original_get {
-            Some(get) => get(pc, p.original_data),
-            None => return NGX_ERROR as ngx_int_t,
-        }
+    if p.target.len != 0 && pick(pc, rrp, p) {
+        // The server the request named: its identity or cookie value.
+        p.chosen = p.target;
+        return NGX_OK as ngx_int_t;
+    }
+    let rc = match p.original_get {
+        Some(get) => get(pc, p.original_data),
+        None => return NGX_ERROR as ngx_int_t,
     };
     if rc == NGX_OK as ngx_int_t && !(*rrp).current.is_null() {
         let peer = (*rrp).current;
@@ -420,32 +423,29 @@ unsafe fn learn(p: &mut PeerData, log: *mut ngx_log_t) {
     let zone = &*conf.zone;
     let chosen = str_bytes(&p.chosen);
     let created = first_value(p.request, conf.create);
-    let (key, known) = if created.len != 0 {
-        let key = str_bytes(&created);
-        if key == str_bytes(&p.id) {
-            if p.named == Named::Absent {
-                return;
-            }
-            (
-                key,
-                (p.target.len != 0).then(|| (str_bytes(&p.target).to_vec(), p.remaining)),
-            )
-        } else {
-            (key, zone.lookup(key).map(|s| (s.server, s.remaining)))
-        }
-    } else if p.id.len != 0 && p.target.len != 0 && p.named != Named::Absent {
-        (
-            str_bytes(&p.id),
-            Some((str_bytes(&p.target).to_vec(), p.remaining)),
-        )
-    } else {
-        return;
-    };
-    let due = match known {
+    let id = str_bytes(&p.id);
+    let own = (p.target.len != 0).then(|| (str_bytes(&p.target), p.remaining));
+    let due = |known: Option<(&[u8], u64)>| match known {
         None => true,
         Some((server, remaining)) => {
             server != chosen || zone.timeout.saturating_sub(remaining) >= zone.timeout / 10
         }
+    };
+    let (key, due) = if created.len != 0 {
+        let key = str_bytes(&created);
+        if key == id {
+            if p.named == Named::Absent {
+                return;
+            }
+            (key, due(own))
+        } else {
+            let found = zone.lookup(key, |server, remaining| due(Some((server, remaining))));
+            (key, found.unwrap_or(true))
+        }
+    } else if !id.is_empty() && own.is_some() && p.named != Named::Absent {
+        (id, due(own))
+    } else {
+        return;
     };
     if due {
         zone.learn(log, key, chosen);

@@ -21,13 +21,6 @@ pub const KIND_VERSION: u16 = 1;
 /// Records the housekeeping sweep looks at per tick (as keyval zones).
 const SWEEP_PER_TICK: usize = 100;
 
-/// A session as looked up: the server identity it names, and how long it
-/// still lives (ms).
-pub struct Session {
-    pub server: Vec<u8>,
-    pub remaining: u64,
-}
-
 /// One session zone, in the configuration pool; `shm_zone->data` points
 /// here.
 #[repr(C)]
@@ -49,13 +42,10 @@ impl StickyZone {
         unsafe { str_bytes(&(*self.shm).shm.name) }
     }
 
-    /// The session `id`, if known and not expired.
-    pub fn lookup(&self, id: &[u8]) -> Option<Session> {
-        let store = self.store.as_ref()?;
-        store.get(id, current_msec(), |v, remaining| Session {
-            server: v.to_vec(),
-            remaining,
-        })
+    /// Calls `f` with the server identity session `id` names and the ms
+    /// it still lives, if the session is known and not expired.
+    pub fn lookup<R>(&self, id: &[u8], f: impl FnOnce(&[u8], u64) -> R) -> Option<R> {
+        self.store.as_ref()?.get(id, current_msec(), f)
     }
 
     /// Stores (or refreshes) session `id` -> `server`, restarting its
