@@ -466,7 +466,15 @@ pub unsafe fn on_response_header(r: *mut ngx_http_request_t) -> Result<(), ()> {
     let p = &mut *p.cast::<PeerData>();
     let conf = &*p.conf;
     match conf.mode {
-        Mode::Learn if conf.header => learn(p, (*(*r).connection).log),
+        // Only for a response from the server (not for nginx's own 502
+        // after the last server failed).
+        Mode::Learn
+            if conf.header
+                && !(*r).upstream.is_null()
+                && (*(*r).upstream).headers_in.status_n != 0 =>
+        {
+            learn(p, (*(*r).connection).log)
+        }
         Mode::Cookie if p.chosen.len != 0 && !p.cookie_set => {
             p.cookie_set = true;
             return set_cookie(r, conf, str_bytes(&p.chosen));
