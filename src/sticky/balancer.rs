@@ -111,12 +111,16 @@ unsafe fn first_value(r: *mut ngx_http_request_t, vars: *const ngx_array_t) -> n
 /// A copy of `b` in the request pool (empty on allocation failure: the
 /// request then only loses its stickiness).
 unsafe fn pool_str(r: *mut ngx_http_request_t, b: &[u8]) -> ngx_str_t {
+    let empty = ngx_str_t {
+        len: 0,
+        data: ptr::null_mut(),
+    };
+    if b.is_empty() {
+        return empty;
+    }
     let p = nginx_sys::ngx_pnalloc((*r).pool, b.len()).cast::<u8>();
-    if p.is_null() || b.is_empty() {
-        return ngx_str_t {
-            len: 0,
-            data: ptr::null_mut(),
-        };
+    if p.is_null() {
+        return empty;
     }
     ptr::copy_nonoverlapping(b.as_ptr(), p, b.len());
     ngx_str_t {

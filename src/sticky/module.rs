@@ -178,6 +178,8 @@ unsafe extern "C" fn set_sticky(
         b"cookie" => parse_cookie(cf, sc, args),
         b"learn" => parse_learn(cf, sc, us, args),
         b"route" => {
+            // Before 1.29.6 the "server" directive has no "route=".
+            #[cfg(not(ngx_core_sticky))]
             return emerg(
                 cf,
                 format_args!(
@@ -186,6 +188,16 @@ unsafe extern "C" fn set_sticky(
                      (use \"{} learn\" or \"{} cookie\")",
                     lossy(directive),
                     lossy(directive),
+                    lossy(directive)
+                ),
+            );
+            // Routes are stateless: nothing to sync.
+            #[cfg(ngx_core_sticky)]
+            return emerg(
+                cf,
+                format_args!(
+                    "\"{} route\" is not supported: routes need no sync, use nginx's own \
+                     \"sticky route\"",
                     lossy(directive)
                 ),
             );
