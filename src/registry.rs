@@ -33,7 +33,7 @@ static KINDS: &[Kind] = &[
     },
     Kind {
         module: crate::sticky::module::module,
-        view: crate::sticky::zone::view,
+        view: crate::shm::zone::view::<crate::sticky::zone::StickyZone>,
     },
 ];
 

@@ -2,6 +2,7 @@
 //! records travel ([`ZoneKind`]) and the rest (draining, snapshots,
 //! expiry, counters, eviction logging) is the table's.
 
+use core::ffi::c_void;
 use core::sync::atomic::Ordering;
 
 use nginx_sys::{ngx_log_t, NGX_LOG_WARN};
@@ -72,6 +73,18 @@ pub trait ZoneKind {
             );
         }
     }
+}
+
+/// The engine's view of a zone's `shm_zone->data` when that is the kind
+/// itself (a kind's `crate::registry::KINDS` entry): none until the zone
+/// is initialised.
+///
+/// # Safety
+/// `data` is a `K` of a zone of the running cycle.
+pub unsafe fn view<K: ZoneKind + 'static>(data: *mut c_void) -> Option<&'static dyn SyncZone> {
+    let z = &*data.cast::<K>();
+    z.shm()?;
+    Some(z)
 }
 
 impl<K: ZoneKind> SyncZone for K {

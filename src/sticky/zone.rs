@@ -14,14 +14,10 @@ use ngx::ngx_log_error;
 use zone_sync_core::table::kv::{At, Kv};
 use zone_sync_core::table::{Table, TableError};
 
-use crate::kinds::{ApplyError, Record, SyncZone};
+use crate::kinds::{ApplyError, Record};
 use crate::ngx_ext::{current_msec, str_bytes, wall_ms};
 use crate::shm::zone::{Applied, Out, Visit, ZoneKind};
 use crate::shm::Shm;
-
-/// The wire kind of sticky session zones (docs/PROTOCOL.md).
-pub const KIND: u8 = 3;
-pub const KIND_VERSION: u16 = 1;
 
 /// One session zone, in the configuration pool; `shm_zone->data` points
 /// here.
@@ -128,19 +124,9 @@ pub unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, old: *mut c_void) -
     }
 }
 
-/// The engine's view of a session zone's `shm_zone->data`.
-///
-/// # Safety
-/// `data` is the [`StickyZone`] of a zone of this cycle.
-pub unsafe fn view(data: *mut c_void) -> Option<&'static dyn SyncZone> {
-    let z = &*data.cast::<StickyZone>();
-    z.table.as_ref()?;
-    Some(z)
-}
-
 impl ZoneKind for StickyZone {
-    const KIND: u8 = KIND;
-    const KIND_VERSION: u16 = KIND_VERSION;
+    const KIND: u8 = zone_sync_core::wire::KIND_STICKY;
+    const KIND_VERSION: u16 = 1;
     const WHAT: &'static str = "sticky";
     const EVICTS: &'static str = "least recently written sessions";
 
