@@ -81,14 +81,17 @@ my @REFUSED = (
         . "keyval \$uri \$kv zone=one;\n"
         . 'keyval $uri $kv zone=two; # <A>',
         'variable "$kv" is already defined in <A>' ],
-    [ 'type=ip', 'keyval_zone zone=one:1m type=ip; # <A>',
-        'keyval type "ip" is not supported yet in <A>' ],
-    [ 'type=prefix', 'keyval_zone zone=one:1m type=prefix; # <A>',
-        'keyval type "prefix" is not supported yet in <A>' ],
     [ 'unknown type', 'keyval_zone zone=one:1m type=str; # <A>',
         'invalid type "str" in "keyval_zone" directive in <A>' ],
-    [ 'state=', "keyval_zone zone=one:1m state=$dir/one.json; # <A>",
-        'the "state" parameter is not supported yet in <A>' ],
+    [ 'empty state=', 'keyval_zone zone=one:1m state=; # <A>',
+        'invalid parameter "state=" in "keyval_zone" directive in <A>' ],
+    [ 'state= twice',
+        "keyval_zone zone=one:1m state=$dir/a.json state=$dir/b.json; # <A>",
+        qq{duplicate parameter "state=$dir/b.json" in "keyval_zone" directive in <A>} ],
+    [ 'one state file for two zones',
+        "keyval_zone zone=one:1m state=$dir/s.json;\n"
+        . "keyval_zone zone=two:1m state=$dir/s.json; # <A>",
+        qq{state file "$dir/s.json" is already used by keyval zone "one" in <A>} ],
     [ 'bad timeout', 'keyval_zone zone=one:1m timeout=1x; # <A>',
         'invalid timeout "1x" in "keyval_zone" directive in <A>' ],
     [ 'zero timeout', 'keyval_zone zone=one:1m timeout=0; # <A>',
@@ -157,6 +160,8 @@ keyval_zone zone=one:$min;
 keyval_zone zone=two:1m timeout=1h type=string sync;
 keyval_zone zone=three:64k sync timeout=30s;
 keyval_zone zone=later:1M;
+keyval_zone zone=four:1m type=ip state=$dir/four-$ctx.json;
+keyval_zone zone=five:1m state=$dir/five-$ctx.json timeout=1m type=prefix sync;
 keyval \$remote_addr \$kv_one zone=one;
 keyval "k-\$remote_addr-\$remote_port" \$kv_two zone=two;
 keyval constant \$kv_three zone=three;

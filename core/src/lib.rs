@@ -7,8 +7,10 @@
 
 pub mod api;
 pub mod hlc;
+pub mod keyval_key;
 pub mod merge;
 pub mod rate;
 pub mod session;
+pub mod state_file;
 pub mod table;
 pub mod wire;

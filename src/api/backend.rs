@@ -12,6 +12,8 @@ use zone_sync_core::api::{
     StubStatus, ZoneSyncStatus, ZoneSyncZone,
 };
 
+use zone_sync_core::keyval_key::{self, KeyType};
+
 use crate::keyval::store::{ApiWriteError, StoreError};
 use crate::keyval::zone::{self, KeyvalZone};
 use crate::ngx_ext::{current_msec, stream_cycle_main_conf, wall_ms};
@@ -62,6 +64,12 @@ fn write_error(e: ApiWriteError) -> BackendError {
         ApiWriteError::Store(StoreError::TooLarge) => BackendError::RecordTooLarge,
         ApiWriteError::Store(StoreError::NoMemory) => BackendError::NoMemory,
     }
+}
+
+/// A key as the client wrote it, in the zone's stored form (type=ip:
+/// canonical binary); refused as Plus does (400 `KeyvalFormatError`).
+fn stored_key(z: &KeyvalZone, text: &[u8]) -> Result<Vec<u8>, BackendError> {
+    keyval_key::stored_key(z.ty, text).ok_or(BackendError::InvalidKey)
 }
 
 /// Plus accepts `expire` only in zones with a `timeout`.
@@ -152,7 +160,13 @@ impl Backend for NodeBackend {
         if let Some(store) = z.store() {
             // Records are copied out a batch at a time; `visit` encodes them
             // with the zone's lock released.
-            store.for_each(current_msec(), |k, v, _| visit(k, v));
+            if z.ty == KeyType::Ip {
+                store.for_each(current_msec(), |k, v, _| {
+                    visit(&keyval_key::display_key(z.ty, k), v)
+                });
+            } else {
+                store.for_each(current_msec(), |k, v, _| visit(k, v));
+            }
         }
         Ok(())
     }
@@ -164,8 +178,11 @@ impl Backend for NodeBackend {
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, BackendError> {
         let z = self.zone(ns, zone)?;
+        let Some(key) = keyval_key::stored_key(z.ty, key) else {
+            return Ok(None);
+        };
         Ok(z.store()
-            .and_then(|s| s.get(key, current_msec(), |v, _| v.to_vec())))
+            .and_then(|s| s.get(&key, current_msec(), |v, _| v.to_vec())))
     }
 
     fn keyval_post(
@@ -178,9 +195,18 @@ impl Backend for NodeBackend {
         for e in entries {
             check_expire(z, e.expire_ms)?;
         }
+        let keys = entries
+            .iter()
+            .map(|e| stored_key(z, e.key))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Two spellings of one network ("10.0.0.1", "10.0.0.1/32").
+        if keys.iter().collect::<std::collections::HashSet<_>>().len() != keys.len() {
+            return Err(BackendError::KeyExists);
+        }
         let batch: Vec<(&[u8], &[u8], Option<u64>)> = entries
             .iter()
-            .map(|e| (e.key, e.value, e.expire_ms))
+            .zip(&keys)
+            .map(|(e, k)| (k.as_slice(), e.value, e.expire_ms))
             .collect();
         z.insert_new(self.log, &batch, batch.len() > 1)
             .map_err(write_error)
@@ -194,6 +220,7 @@ impl Backend for NodeBackend {
         change: KeyvalChange<'_>,
     ) -> Result<(), BackendError> {
         let z = self.zone(ns, zone)?;
+        let key = &stored_key(z, key)?;
         match change {
             KeyvalChange::Delete => {
                 if z.delete(key) {

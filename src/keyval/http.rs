@@ -4,10 +4,10 @@ use core::ffi::{c_char, c_void};
 use core::{mem, ptr};
 
 use nginx_sys::{
-    ngx_command_t, ngx_conf_t, ngx_http_compile_complex_value_t, ngx_http_complex_value_t,
-    ngx_http_module_t, ngx_http_request_t, ngx_http_variable_value_t, ngx_int_t, ngx_module_t,
-    ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_TAKE3, NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE,
-    NGX_HTTP_VAR_CHANGEABLE, NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
+    ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_http_compile_complex_value_t,
+    ngx_http_complex_value_t, ngx_http_module_t, ngx_http_request_t, ngx_http_variable_value_t,
+    ngx_int_t, ngx_module_t, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_TAKE3,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MODULE, NGX_HTTP_VAR_CHANGEABLE, NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
 };
 use ngx::ngx_string;
 
@@ -54,6 +54,9 @@ pub static mut ngx_http_keyval_module: ngx_module_t = ngx_module_t {
     // SAFETY: only the address is taken.
     commands: unsafe { ptr::addr_of_mut!(COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as ngx_uint_t,
+    // The state file writer serves the http and the stream zones.
+    init_process: Some(init_process),
+    exit_master: Some(exit_master),
     ..ngx_module_t::default()
 };
 
@@ -119,6 +122,15 @@ unsafe extern "C" fn set_keyval(
     (*v).set_handler = Some(set_variable);
     (*v).data = kv as usize;
     CONF_OK
+}
+
+unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    super::state::init_process(cycle);
+    NGX_OK as ngx_int_t
+}
+
+unsafe extern "C" fn exit_master(cycle: *mut ngx_cycle_t) {
+    super::state::exit_master(cycle);
 }
 
 unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {

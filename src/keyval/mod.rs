@@ -3,6 +3,8 @@
 //! declared with `sync`.
 
 pub mod http;
+pub mod index;
+pub mod state;
 pub mod store;
 pub mod stream;
 mod var;

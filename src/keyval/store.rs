@@ -69,12 +69,19 @@ pub struct WriteOutcome {
     pub wake: bool,
 }
 
+/// A live record copied out of the table: key, value, remaining ms (0 =
+/// never expires), hlc, origin.
+type Copied = (Vec<u8>, Vec<u8>, u64, u64, u64);
+
 /// A keyval zone as seen by one process.
 pub struct Store {
     /// The zone's table (`shm.sync`: declared with `sync`).
     pub shm: Shm,
     /// `timeout=` in ms, 0 = none.
     pub timeout: u64,
+    /// The `type=ip`/`prefix` index and change counter (zones with a type
+    /// or a `state=` file), the table's observer.
+    pub index: Option<&'static super::index::Index>,
 }
 
 impl Store {
@@ -109,8 +116,14 @@ impl Store {
     /// does not stall other workers; a record changed meanwhile is seen
     /// with its old or its new value.
     pub fn for_each(&self, now: u64, mut f: impl FnMut(&[u8], &[u8], u64)) {
+        self.for_each_versioned(now, |k, v, left, _, _| f(k, v, left));
+    }
+
+    /// [`Self::for_each`] with each record's version: `f(key, value,
+    /// remaining ms or 0, hlc, origin)` (the state file keeps them).
+    pub fn for_each_versioned(&self, now: u64, mut f: impl FnMut(&[u8], &[u8], u64, u64, u64)) {
         let mut cursor = Cursor::default();
-        let mut batch: Vec<(Vec<u8>, Vec<u8>, u64)> = Vec::with_capacity(LIST_BATCH);
+        let mut batch: Vec<Copied> = Vec::with_capacity(LIST_BATCH);
         loop {
             let done = self.shm.with(|t| {
                 t.walk(&mut cursor, &mut |t, r, _| {
@@ -119,13 +132,15 @@ impl Store {
                     }
                     if t.is_live(r, now) {
                         let left = t.remaining(r, now).unwrap_or(0);
-                        batch.push((t.key(r).to_vec(), t.value(r).to_vec(), left));
+                        let m = t.meta(r);
+                        let (k, v) = (t.key(r).to_vec(), t.value(r).to_vec());
+                        batch.push((k, v, left, m.hlc, m.origin));
                     }
                     true
                 })
             });
-            for (k, v, left) in batch.drain(..) {
-                f(&k, &v, left);
+            for (k, v, left, hlc, origin) in batch.drain(..) {
+                f(&k, &v, left, hlc, origin);
             }
             if done {
                 return;

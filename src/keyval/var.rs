@@ -6,10 +6,12 @@ use core::{mem, ptr};
 
 use nginx_sys::{
     ngx_conf_t, ngx_int_t, ngx_log_t, ngx_pnalloc, ngx_pool_t, ngx_str_t, ngx_variable_value_t,
-    NGX_LOG_EMERG, NGX_OK,
+    NGX_LOG_EMERG, NGX_LOG_ERR, NGX_OK,
 };
-use ngx::ngx_conf_log_error;
+use ngx::{ngx_conf_log_error, ngx_log_error};
+use zone_sync_core::keyval_key;
 
+use super::index;
 use super::zone::{self, KeyvalZone};
 use crate::ngx_ext::{current_msec, str_bytes, CONF_ERROR};
 
@@ -104,7 +106,8 @@ pub unsafe fn get(
     let mut data: *mut u8 = ptr::null_mut();
     let mut len = 0usize;
     if let Some(store) = z.store() {
-        let copied = store.get(str_bytes(key), current_msec(), |value, _| {
+        // Matched by the zone's type (exact, network, prefix).
+        let copied = index::lookup(store, str_bytes(key), current_msec(), |value, _| {
             if value.is_empty() {
                 return true;
             }
@@ -144,11 +147,24 @@ pub unsafe fn set(kv: &KeyvalVar, key: &ngx_str_t, v: &ngx_variable_value_t, log
     if key.len == 0 {
         return;
     }
+    let z = &*kv.zone;
+    let text = str_bytes(key);
+    let Some(key) = keyval_key::stored_key(z.ty, text) else {
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            log,
+            "keyval zone \"{}\": invalid key \"{}\" for type={}",
+            String::from_utf8_lossy(z.name()),
+            String::from_utf8_lossy(&text[..text.len().min(64)]),
+            z.ty.name()
+        );
+        return;
+    };
     if v.len() == 0 || v.data.is_null() {
-        (*kv.zone).delete(str_bytes(key));
+        z.delete(&key);
         return;
     }
     let value = core::slice::from_raw_parts(v.data, v.len() as usize);
     // Failures are logged by the zone.
-    let _ = (*kv.zone).set(log, str_bytes(key), value, None);
+    let _ = z.set(log, &key, value, None);
 }

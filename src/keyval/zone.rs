@@ -13,8 +13,11 @@ use nginx_sys::{
 };
 use ngx::{ngx_conf_log_error, ngx_log_error};
 
+use zone_sync_core::keyval_key::KeyType;
 use zone_sync_core::table::kv::Kv;
 use zone_sync_core::table::Table;
+
+use super::state::{self, StateConf};
 
 use super::store::{ApiWriteError, Store, StoreError};
 use crate::kinds::{ApplyError, Record, SyncZone};
@@ -43,6 +46,10 @@ pub struct KeyvalZone {
     pub line: ngx_uint_t,
     /// Set when the shared zone is initialised.
     pub store: Option<Store>,
+    /// `type=` (index.rs).
+    pub ty: KeyType,
+    /// `state=` (state.rs).
+    pub state: StateConf,
 }
 
 impl KeyvalZone {
@@ -187,6 +194,14 @@ pub unsafe fn reference(
             file: (*(*cf).conf_file).file.name,
             line: (*(*cf).conf_file).line,
             store: None,
+            ty: KeyType::String,
+            state: StateConf {
+                path: ngx_str_t {
+                    len: 0,
+                    data: ptr::null_mut(),
+                },
+                cycle: (*cf).cycle,
+            },
         });
         (*shm).data = z.cast();
         (*shm).init = Some(init_zone);
@@ -194,7 +209,8 @@ pub unsafe fn reference(
     Some((*shm).data.cast())
 }
 
-/// `keyval_zone zone=name:size [timeout=time] [type=string] [sync];`
+/// `keyval_zone zone=name:size [state=file] [timeout=time]
+/// [type=string|ip|prefix] [sync];`
 ///
 /// # Safety
 /// Called from a directive handler with the owning module's tag.
@@ -209,6 +225,8 @@ pub unsafe fn parse_keyval_zone(
     let mut size: usize = 0;
     let mut timeout: u64 = 0;
     let mut sync = false;
+    let mut ty = KeyType::String;
+    let mut state_path: Option<ngx_str_t> = None;
 
     for a in args {
         let arg = str_bytes(a);
@@ -289,29 +307,42 @@ pub unsafe fn parse_keyval_zone(
             }
             timeout = t as u64;
         } else if let Some(v) = arg.strip_prefix(b"type=") {
-            match v {
-                b"string" => {}
-                b"ip" | b"prefix" => {
-                    emerg(
-                        cf,
-                        format_args!("keyval type \"{}\" is not supported yet", lossy(v)),
-                    );
-                    return Err(());
-                }
-                _ => {
-                    emerg(
-                        cf,
-                        format_args!("invalid type \"{}\" in \"keyval_zone\" directive", lossy(v)),
-                    );
-                    return Err(());
-                }
+            let Some(t) = KeyType::parse(v) else {
+                emerg(
+                    cf,
+                    format_args!("invalid type \"{}\" in \"keyval_zone\" directive", lossy(v)),
+                );
+                return Err(());
+            };
+            ty = t;
+        } else if let Some(v) = arg.strip_prefix(b"state=") {
+            if v.is_empty() || state_path.is_some() {
+                let what = if v.is_empty() { "invalid" } else { "duplicate" };
+                emerg(
+                    cf,
+                    format_args!(
+                        "{what} parameter \"{}\" in \"keyval_zone\" directive",
+                        lossy(arg)
+                    ),
+                );
+                return Err(());
             }
-        } else if arg.starts_with(b"state=") {
-            emerg(
-                cf,
-                format_args!("the \"state\" parameter is not supported yet"),
-            );
-            return Err(());
+            let s = ngx_str_t {
+                len: v.len(),
+                data: a.data.add(6),
+            };
+            let path = state::conf_path(cf, &s).ok_or(())?;
+            if let Some(other) = state::used_by(cf, &path) {
+                emerg(
+                    cf,
+                    format_args!(
+                        "state file \"{}\" is already used by keyval zone \"{other}\"",
+                        lossy(str_bytes(&path))
+                    ),
+                );
+                return Err(());
+            }
+            state_path = Some(path);
         } else if arg == b"sync" {
             sync = true;
         } else {
@@ -344,6 +375,10 @@ pub unsafe fn parse_keyval_zone(
     (*z).declared = true;
     (*z).timeout = timeout;
     (*z).sync = sync;
+    (*z).ty = ty;
+    if let Some(p) = state_path {
+        (*z).state.path = p;
+    }
     Ok(())
 }
 
@@ -422,16 +457,59 @@ pub unsafe fn find(
 unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, old: *mut c_void) -> ngx_int_t {
     let z = &mut *(*shm).data.cast::<KeyvalZone>();
     let name = core::slice::from_raw_parts(z.name.data, z.name.len);
-    match Shm::init(shm, old, "keyval", name, z.sync) {
-        Some(shm) => {
-            z.store = Some(Store {
-                shm,
-                timeout: z.timeout,
-            });
-            NGX_OK as ngx_int_t
-        }
-        None => NGX_ERROR as ngx_int_t,
+    let Some(mut table) = Shm::init(shm, old, "keyval", name, z.sync) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    let ty = z.ty;
+    // The index of a zone that survived a reload carries on with it.
+    let mut index = if old.is_null() {
+        None
+    } else {
+        (*old.cast::<KeyvalZone>())
+            .store
+            .as_ref()
+            .and_then(|s| s.index)
+    };
+    let was = index.map_or(KeyType::String, |i| i.key_type());
+    if !old.is_null() && was != ty {
+        ngx_log_error!(
+            NGX_LOG_EMERG,
+            (*shm).shm.log,
+            "keyval zone \"{}\" has type={} and cannot change to type={} on reload",
+            lossy(z.name()),
+            was.name(),
+            ty.name()
+        );
+        return NGX_ERROR as ngx_int_t;
     }
+    if index.is_none() && (ty != KeyType::String || z.state.path.len != 0) {
+        // A new zone, or a string zone that gains a state file: its table
+        // holds no typed key yet, so an empty index agrees with it.
+        let p = super::index::alloc(crate::shm::slab_pool(shm), ty);
+        if p.is_null() {
+            ngx_log_error!(
+                NGX_LOG_EMERG,
+                (*shm).shm.log,
+                "keyval zone \"{}\" is too small for type={}",
+                lossy(z.name()),
+                ty.name()
+            );
+            return NGX_ERROR as ngx_int_t;
+        }
+        index = Some(&*p);
+    }
+    if let Some(i) = index {
+        table.observe(i);
+    }
+    z.store = Some(Store {
+        shm: table,
+        timeout: z.timeout,
+        index,
+    });
+    if !state::zone_init(z, !old.is_null(), (*shm).shm.log) {
+        return NGX_ERROR as ngx_int_t;
+    }
+    NGX_OK as ngx_int_t
 }
 
 /// The engine's view of a keyval zone's `shm_zone->data`.
@@ -466,6 +544,9 @@ impl ZoneKind for KeyvalZone {
         let Some(s) = self.store() else {
             return Err(ApplyError::NoMemory);
         };
+        if !self.ty.valid_stored(rec.key) {
+            return Err(ApplyError::Invalid);
+        }
         match s.apply_locked(t, rec, now, wall) {
             Ok(changed) => Ok((changed, 0)),
             Err(StoreError::TooLarge) => Err(ApplyError::Invalid),

@@ -21,7 +21,7 @@ use nginx_sys::{
 };
 use ngx::ngx_log_error;
 use zone_sync_core::hlc::SharedHlc;
-use zone_sync_core::table::{Table, SLOTS};
+use zone_sync_core::table::{Observer, Table, SLOTS};
 
 use crate::kinds::EngineShared;
 
@@ -94,6 +94,9 @@ pub struct Shm {
     /// "keyval", "sync_limit_req": for messages.
     what: &'static str,
     name: &'static [u8],
+    /// The kind's observer of the table (keyval's type index), in the
+    /// zone's shared memory: told of every change under the lock.
+    observer: Option<&'static dyn Observer>,
 }
 
 /// A fresh random seed for a zone's hash index.
@@ -144,6 +147,7 @@ impl Shm {
                 sync,
                 what,
                 name,
+                observer: None,
             });
         }
         let lock = SlabLock::new(pool);
@@ -182,7 +186,16 @@ impl Shm {
             sync,
             what,
             name,
+            observer: None,
         })
+    }
+
+    /// Has `obs` told of every change of the table from now on; it must
+    /// be shared by every process (in the zone's shared memory) and start
+    /// out agreeing with the table (set up with the zone, or carried over
+    /// from the zone's previous configuration).
+    pub fn observe(&mut self, obs: &'static dyn Observer) {
+        self.observer = Some(obs);
     }
 
     pub fn header(&self) -> &Header {
@@ -210,6 +223,7 @@ impl Shm {
         };
         // SAFETY: ngx_cycle is the running cycle.
         let log = unsafe { (*crate::ngx_ext::cycle()).log };
+        let obs = self.observer;
         if Table::open(arena).is_none() {
             // Only a stray write can get here; never crash on it.
             ngx_log_error!(
@@ -220,11 +234,17 @@ impl Shm {
                 String::from_utf8_lossy(self.name)
             );
             Table::format(arena, random_seed());
+            if let Some(o) = obs {
+                o.reset();
+            }
         }
         let mut t = match Table::open(arena) {
             Some(t) => t,
             None => unreachable!("formatted above"),
         };
+        if let Some(o) = obs {
+            t.observe(o);
+        }
         if t.needs_recovery() {
             let r = t.recover();
             ngx_log_error!(

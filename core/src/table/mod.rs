@@ -216,9 +216,27 @@ fn class_of(size: usize) -> usize {
     (size / 8).min(LARGE)
 }
 
+/// Told, under the zone's lock, what each mutation did to the records: a
+/// kind's own figures about its keys that must follow every change,
+/// whatever made it (a write, a received record, a delete, an expiry, an
+/// eviction, a recovery). Keyval's `type=ip`/`prefix` index counts its
+/// keys' lengths here.
+pub trait Observer {
+    /// A record under `key` became live (`up`: written over nothing or
+    /// over a tombstone) or stopped being live (made a tombstone, or freed
+    /// while live).
+    fn live(&self, key: &[u8], up: bool);
+    /// A record was stored or freed.
+    fn changed(&self);
+    /// The table was emptied or is being rebuilt: forget every record
+    /// ([`Self::live`] follows for each one kept).
+    fn reset(&self);
+}
+
 /// A table over an arena.
 pub struct Table<'a> {
     a: &'a mut [u8],
+    obs: Option<&'a dyn Observer>,
 }
 
 impl<'a> Table<'a> {
@@ -251,7 +269,10 @@ impl<'a> Table<'a> {
             return None;
         }
         arena[..H_SIZE].fill(0);
-        let mut t = Table { a: arena };
+        let mut t = Table {
+            a: arena,
+            obs: None,
+        };
         let nb = ((len - H_SIZE) / (BYTES_PER_BUCKET + 4)).max(1);
         let data = (H_SIZE + nb * 4 + 7) & !7;
         t.a[H_SIZE..data].fill(0);
@@ -271,8 +292,31 @@ impl<'a> Table<'a> {
         if arena.len() < MIN_ARENA {
             return None;
         }
-        let t = Table { a: arena };
+        let t = Table {
+            a: arena,
+            obs: None,
+        };
         (t.r32(H_MAGIC) == MAGIC).then_some(t)
+    }
+
+    /// Tells `obs` of every change from now on (attach it before
+    /// [`Table::recover`], which rebuilds what it counts).
+    pub fn observe(&mut self, obs: &'a dyn Observer) {
+        self.obs = Some(obs);
+    }
+
+    /// Tells the observer, if any, that `r` became live or stopped being
+    /// live.
+    fn notify_live(&self, r: Rec, up: bool) {
+        if let Some(o) = self.obs {
+            o.live(self.key(r), up);
+        }
+    }
+
+    fn notify_changed(&self) {
+        if let Some(o) = self.obs {
+            o.changed();
+        }
     }
 
     /// Whether the last holder of the lock died in the middle of a
@@ -823,6 +867,7 @@ impl<'a> Table<'a> {
         self.mutate(|t| {
             let origin = t.origin_index(w.origin).ok_or(TableError::TooManyOrigins)?;
             let (b, old) = (slot.bucket, slot.rec);
+            let was_live = old.is_some_and(|o| t.flags(o) & rec::TOMB == 0);
             let mut evicted = 0;
             let (r, replaced) = match old {
                 Some(r) if t.vlen(r) == vlen => {
@@ -887,6 +932,10 @@ impl<'a> Table<'a> {
                 t.uncount(o);
                 t.free_block(o);
             }
+            if was_live == w.tombstone {
+                t.notify_live(r, !w.tombstone);
+            }
+            t.notify_changed();
             Ok((r, evicted))
         })
     }
@@ -927,6 +976,7 @@ impl<'a> Table<'a> {
                 t.set_flags(r, f);
             }
             t.bump(r);
+            t.notify_changed();
         });
     }
 
@@ -943,6 +993,10 @@ impl<'a> Table<'a> {
     }
 
     fn remove_locked(&mut self, r: Rec) {
+        if self.flags(r) & rec::TOMB == 0 {
+            self.notify_live(r, false);
+        }
+        self.notify_changed();
         self.uncount(r);
         self.index_remove(r);
         self.list_unlink(r);
@@ -1178,7 +1232,11 @@ impl<'a> Table<'a> {
             let len = end;
             let first = self.r64(H_FIRST_REMOTE);
             let arena = &mut self.a[..len];
+            let obs = self.obs;
             let mut t = Table::format(arena, seed).expect("was formatted before");
+            if let Some(o) = obs {
+                o.reset();
+            }
             t.w64(H_SEQ, seq);
             t.w64(H_DRAINED, seq);
             t.w64(H_GEN, gen + 1);
@@ -1190,6 +1248,9 @@ impl<'a> Table<'a> {
             };
         }
         // Start over with empty structures.
+        if let Some(o) = self.obs {
+            o.reset();
+        }
         self.a[buckets..buckets + nb * 4].fill(0);
         for c in 0..NCLASS {
             self.set_free_head(c, 0);
@@ -1213,6 +1274,9 @@ impl<'a> Table<'a> {
             if let Some(old) = self.find(&key) {
                 // Two blocks of one key (a reallocation cut short): the
                 // later change wins.
+                if self.flags(old) & rec::TOMB == 0 {
+                    self.notify_live(old, false);
+                }
                 self.index_remove(old);
                 self.list_unlink(old);
                 self.uncount(old);
@@ -1231,6 +1295,7 @@ impl<'a> Table<'a> {
                 self.add64(H_TOMBS, 1);
             } else {
                 self.add64(H_LIVE, 1);
+                self.notify_live(r, true);
             }
             if f & rec::PENDING != 0 {
                 self.add64(H_PENDING, 1);

@@ -624,3 +624,105 @@ fn speed() {
         tick
     );
 }
+
+/// Counts what an [`Observer`] is told: live keys, and changes.
+#[derive(Default)]
+struct Seen {
+    live: std::cell::RefCell<HashMap<Vec<u8>, i64>>,
+    changes: std::cell::Cell<u64>,
+}
+
+impl Observer for Seen {
+    fn live(&self, key: &[u8], up: bool) {
+        *self.live.borrow_mut().entry(key.to_vec()).or_default() += if up { 1 } else { -1 };
+    }
+    fn changed(&self) {
+        self.changes.set(self.changes.get() + 1);
+    }
+    fn reset(&self) {
+        self.live.borrow_mut().clear();
+    }
+}
+
+/// The keys the observer holds live: each counted once, none below zero.
+fn observed(seen: &Seen) -> Vec<Vec<u8>> {
+    let live = seen.live.borrow();
+    assert!(live.values().all(|&n| n == 0 || n == 1), "{live:?}");
+    let mut keys: Vec<_> = live
+        .iter()
+        .filter(|e| *e.1 == 1)
+        .map(|e| e.0.clone())
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// The table's non-tombstone records (expired ones not yet freed included).
+fn stored_live(t: &Table<'_>) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    let mut r = t.newest();
+    while let Some(x) = r {
+        if !t.meta(x).tombstone {
+            keys.push(t.key(x).to_vec());
+        }
+        r = t.older(x);
+    }
+    keys.sort();
+    keys
+}
+
+proptest! {
+    /// An observer follows the live records through writes, tombstones,
+    /// removes, expiry, eviction (a small arena) and a recovery, and is
+    /// told of every change.
+    #[test]
+    fn observer_follows_live_records(ops in proptest::collection::vec(op(), 1..300)) {
+        let seen = Seen::default();
+        let mut a = vec![0u8; MIN_ARENA + 4096];
+        let mut t = Table::format(&mut a, 5).unwrap();
+        t.observe(&seen);
+        let mut now = 1u64;
+        let mut hlc = 0u64;
+        for (i, op) in ops.into_iter().enumerate() {
+            let before = seen.changes.get();
+            let seq = t.counters().seq;
+            match op {
+                Op::Put(k, l) => {
+                    hlc += 1;
+                    let w = Write { hlc, origin: NODE, tombstone: l % 5 == 0, ..Write::default() };
+                    let v = vec![k; if w.tombstone { 0 } else { l as usize * 4 }];
+                    let _ = t.write(&[k], &v, &w, u64::MAX, &mut every);
+                }
+                Op::Del(k) => {
+                    if let Some(r) = t.find(&[k]) {
+                        t.remove(r);
+                        prop_assert!(seen.changes.get() > before);
+                    }
+                }
+                Op::Expire(k, e) => {
+                    if let Some(r) = t.get(&[k], now) {
+                        let d = now + u64::from(e) + 1;
+                        t.mutate(|t| t.set_expire(r, d));
+                    }
+                }
+                Op::Tick(d) => {
+                    now += u64::from(d);
+                    t.expire(now, 1000);
+                    t.sample_expire(now, 8, 4);
+                }
+                Op::Defrag => t.defragment(),
+            }
+            if t.counters().seq != seq {
+                prop_assert!(seen.changes.get() > before);
+            }
+            if i == 150 {
+                // As if the last holder died mid-change: rebuilt, and the
+                // observer with it.
+                t.mutate(|_| ());
+                t.begin();
+                t.recover();
+            }
+            prop_assert_eq!(observed(&seen), stored_live(&t));
+        }
+    }
+}
