@@ -9,8 +9,7 @@
 
 use core::ffi::c_void;
 
-use nginx_sys::{ngx_int_t, ngx_log_t, ngx_shm_zone_t, ngx_str_t, NGX_ERROR, NGX_LOG_ERR, NGX_OK};
-use ngx::ngx_log_error;
+use nginx_sys::{ngx_int_t, ngx_log_t, ngx_shm_zone_t, ngx_str_t, NGX_ERROR, NGX_OK};
 use zone_sync_core::table::kv::{At, Kv};
 use zone_sync_core::table::{Table, TableError};
 
@@ -94,14 +93,7 @@ impl StickyZone {
                         "zone is too small for the session"
                     }
                 };
-                ngx_log_error!(
-                    NGX_LOG_ERR,
-                    log,
-                    "sticky zone \"{}\": could not store session \"{}\": {}",
-                    String::from_utf8_lossy(self.name()),
-                    String::from_utf8_lossy(&id[..id.len().min(64)]),
-                    why
-                );
+                self.log_refused(log, "session", id, why);
             }
         }
     }
