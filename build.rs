@@ -39,6 +39,22 @@ fn main() {
         }
     }
 
+    // Patch-level gates of the sticky module: nginx 1.29.6 and later have
+    // a `sticky` directive of their own (then the module registers only
+    // `sync_sticky`); 1.27.3 added reference counts and a configuration
+    // generation to round-robin peers (`ngx_rr_peer_refs`).
+    println!("cargo::rustc-check-cfg=cfg(ngx_core_sticky)");
+    println!("cargo::rustc-check-cfg=cfg(ngx_rr_peer_refs)");
+    if let Ok(version) = env::var("DEP_NGINX_VERSION_NUMBER") {
+        let version: u64 = version.parse().unwrap_or(0);
+        if version >= 1_029_006 {
+            println!("cargo::rustc-cfg=ngx_core_sticky");
+        }
+        if version >= 1_027_003 {
+            println!("cargo::rustc-cfg=ngx_rr_peer_refs");
+        }
+    }
+
     // target/<profile>/nginx-build-dir names the configured nginx tree.
     println!("cargo::rerun-if-env-changed=DEP_NGINX_BUILD_DIR");
     if let (Ok(build_dir), Ok(out_dir)) = (env::var("DEP_NGINX_BUILD_DIR"), env::var("OUT_DIR")) {

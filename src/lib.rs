@@ -4,7 +4,8 @@
 //! - `ngx_stream_zone_sync_module` ([`zone_sync`]): the sync engine;
 //! - `ngx_http_keyval_module`, `ngx_stream_keyval_module` ([`keyval`]);
 //! - `ngx_http_sync_limit_req_module` ([`limit_req`]): the cluster rate limiter;
-//! - `ngx_http_api_module` ([`api`]): the NGINX Plus REST API subset.
+//! - `ngx_http_api_module` ([`api`]): the NGINX Plus REST API subset;
+//! - `ngx_http_sync_sticky_module` ([`sticky`]): sticky sessions.
 //!
 //! The pure logic (wire codec, merge rules, clocks, API shapes) lives in the
 //! `zone-sync-core` crate; this crate is the nginx glue around it.
@@ -21,12 +22,14 @@ pub mod limit_req;
 mod ngx_ext;
 mod registry;
 mod shm;
+pub mod sticky;
 pub mod zone_sync;
 
 use api::ngx_http_api_module;
 use keyval::http::ngx_http_keyval_module;
 use keyval::stream::ngx_stream_keyval_module;
 use limit_req::module::ngx_http_sync_limit_req_module;
+use sticky::module::ngx_http_sync_sticky_module;
 use zone_sync::ngx_stream_zone_sync_module;
 
 /// This node's id: random, drawn once by the master and inherited by every
@@ -55,24 +58,26 @@ pub fn node_id() -> u64 {
 /// Pointers to every module of this object, null-terminated.
 #[no_mangle]
 #[allow(non_upper_case_globals)]
-pub static mut ngx_modules: [*const ngx_module_t; 6] = [
+pub static mut ngx_modules: [*const ngx_module_t; 7] = [
     ptr::addr_of!(ngx_stream_zone_sync_module),
     ptr::addr_of!(ngx_http_keyval_module),
     ptr::addr_of!(ngx_stream_keyval_module),
     ptr::addr_of!(ngx_http_sync_limit_req_module),
     ptr::addr_of!(ngx_http_api_module),
+    ptr::addr_of!(ngx_http_sync_sticky_module),
     ptr::null(),
 ];
 
 /// Module names, in the order of `ngx_modules`.
 #[no_mangle]
 #[allow(non_upper_case_globals)]
-pub static mut ngx_module_names: [*const c_char; 6] = [
+pub static mut ngx_module_names: [*const c_char; 7] = [
     c"ngx_stream_zone_sync_module".as_ptr(),
     c"ngx_http_keyval_module".as_ptr(),
     c"ngx_stream_keyval_module".as_ptr(),
     c"ngx_http_sync_limit_req_module".as_ptr(),
     c"ngx_http_api_module".as_ptr(),
+    c"ngx_http_sync_sticky_module".as_ptr(),
     ptr::null(),
 ];
 

@@ -31,6 +31,10 @@ static KINDS: &[Kind] = &[
         module: crate::limit_req::module::module,
         view: crate::limit_req::zone::view,
     },
+    Kind {
+        module: crate::sticky::module::module,
+        view: crate::shm::zone::view::<crate::sticky::zone::StickyZone>,
+    },
 ];
 
 /// Every initialised zone of `cycle` of a known kind (synced or not).

@@ -54,6 +54,8 @@ pub const FRAME_POSITION: u8 = 0x07;
 pub const KIND_KEYVAL: u8 = 1;
 /// Zone kind: limit_req.
 pub const KIND_LIMIT_REQ: u8 = 2;
+/// Zone kind: sticky sessions.
+pub const KIND_STICKY: u8 = 3;
 /// Current version of both zone kinds.
 pub const KIND_VERSION: u16 = 1;
 

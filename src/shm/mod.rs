@@ -14,6 +14,7 @@ pub mod zone;
 
 use core::ffi::c_void;
 use core::ptr;
+use core::sync::atomic::Ordering;
 
 use nginx_sys::{
     ngx_cycle_t, ngx_list_part_t, ngx_shm_zone_t, ngx_slab_pool_t, NGX_LOG_ALERT, NGX_LOG_EMERG,
@@ -290,6 +291,18 @@ impl Shm {
                 published[i] = (used, reqs, fails);
             }
         }
+    }
+
+    /// Whether a record of these key and value lengths may be stored: in
+    /// the table's bounds and, in a synced zone, in one sync buffer (the
+    /// largest record the engine published).
+    pub fn fits(&self, key_len: usize, value_len: usize) -> bool {
+        let max = self.header().engine.max_record.load(Ordering::Relaxed);
+        key_len <= zone_sync_core::table::MAX_KEY
+            && value_len <= zone_sync_core::table::MAX_VALUE
+            && !(self.sync
+                && max != 0
+                && zone_sync_core::wire::encoded_record_len(key_len, value_len) as u64 > max)
     }
 
     /// The pool's data size (start to end), for size checks.

@@ -2,9 +2,10 @@
 //! records travel ([`ZoneKind`]) and the rest (draining, snapshots,
 //! expiry, counters, eviction logging) is the table's.
 
+use core::ffi::c_void;
 use core::sync::atomic::Ordering;
 
-use nginx_sys::{ngx_log_t, NGX_LOG_WARN};
+use nginx_sys::{ngx_log_t, NGX_LOG_ERR, NGX_LOG_WARN};
 use ngx::ngx_log_error;
 use zone_sync_core::table::{Rec, Table};
 
@@ -57,6 +58,21 @@ pub trait ZoneKind {
     /// Applies a received record under the lock.
     fn apply_locked(&self, t: &mut Table<'_>, rec: &Record<'_>, now: u64, wall: u64) -> Applied;
 
+    /// Logs a local write the zone refused, at `error`: `item` says what
+    /// was written ("session"), `key` is shown up to 64 bytes.
+    fn log_refused(&self, log: *mut ngx_log_t, item: &str, key: &[u8], why: &str) {
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            log,
+            "{} zone \"{}\": could not store {} \"{}\": {}",
+            Self::WHAT,
+            String::from_utf8_lossy(self.name()),
+            item,
+            String::from_utf8_lossy(&key[..key.len().min(64)]),
+            why
+        );
+    }
+
     /// Logs evictions, at most once a second per zone.
     fn log_evictions(&self, log: *mut ngx_log_t, evicted: u64, now: u64) {
         let Some(shm) = self.shm() else { return };
@@ -72,6 +88,18 @@ pub trait ZoneKind {
             );
         }
     }
+}
+
+/// The engine's view of a zone's `shm_zone->data` when that is the kind
+/// itself (a kind's `crate::registry::KINDS` entry): none until the zone
+/// is initialised.
+///
+/// # Safety
+/// `data` is a `K` of a zone of the running cycle.
+pub unsafe fn view<K: ZoneKind + 'static>(data: *mut c_void) -> Option<&'static dyn SyncZone> {
+    let z = &*data.cast::<K>();
+    z.shm()?;
+    Some(z)
 }
 
 impl<K: ZoneKind> SyncZone for K {
