@@ -21,15 +21,15 @@ struct Kind {
 static KINDS: &[Kind] = &[
     Kind {
         module: crate::keyval::http::module,
-        view: crate::keyval::zone::view,
+        view: crate::shm::zone::view::<crate::keyval::zone::KeyvalZone>,
     },
     Kind {
         module: crate::keyval::stream::module,
-        view: crate::keyval::zone::view,
+        view: crate::shm::zone::view::<crate::keyval::zone::KeyvalZone>,
     },
     Kind {
         module: crate::limit_req::module::module,
-        view: crate::limit_req::zone::view,
+        view: crate::shm::zone::view::<crate::limit_req::zone::LimitZone>,
     },
     Kind {
         module: crate::sticky::module::module,

@@ -2,8 +2,6 @@
 //! rules ([`zone_sync_core::table::kv`]): string values, newest version
 //! wins, deletes are tombstones in synced zones.
 
-use core::sync::atomic::Ordering;
-
 use zone_sync_core::table::kv::{self, At, Kv};
 use zone_sync_core::table::{Cursor, Table, TableError, RECORD_HEADER};
 
@@ -251,18 +249,11 @@ impl Store {
     }
 
     fn check_size(&self, key_len: usize, value_len: usize) -> Result<(), StoreError> {
-        if key_len > zone_sync_core::table::MAX_KEY || value_len > zone_sync_core::table::MAX_VALUE
-        {
-            return Err(StoreError::TooLarge);
+        if self.shm.fits(key_len, value_len) {
+            Ok(())
+        } else {
+            Err(StoreError::TooLarge)
         }
-        let max = self.shm.header().engine.max_record.load(Ordering::Relaxed);
-        if self.shm.sync
-            && max != 0
-            && zone_sync_core::wire::encoded_record_len(key_len, value_len) as u64 > max
-        {
-            return Err(StoreError::TooLarge);
-        }
-        Ok(())
     }
 
     /// Applies a record received from a peer: newest (hlc, origin) wins.

@@ -20,7 +20,7 @@ use zone_sync_core::table::Table;
 use super::state::{self, StateConf};
 
 use super::store::{ApiWriteError, Store, StoreError};
-use crate::kinds::{ApplyError, Record, SyncZone};
+use crate::kinds::{ApplyError, Record};
 use crate::ngx_ext::{conf_args, current_msec, str_bytes, wall_ms};
 use crate::shm::zone::{Applied, Out, Visit, ZoneKind};
 use crate::shm::Shm;
@@ -510,16 +510,6 @@ unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, old: *mut c_void) -> ng
         return NGX_ERROR as ngx_int_t;
     }
     NGX_OK as ngx_int_t
-}
-
-/// The engine's view of a keyval zone's `shm_zone->data`.
-///
-/// # Safety
-/// `data` is the `KeyvalZone` of a zone of this cycle.
-pub unsafe fn view(data: *mut c_void) -> Option<&'static dyn SyncZone> {
-    let z = &*data.cast::<KeyvalZone>();
-    z.store.as_ref()?;
-    Some(z)
 }
 
 impl ZoneKind for KeyvalZone {

@@ -11,7 +11,7 @@ use zone_sync_core::table::Table;
 use zone_sync_core::wire::limit_req::VALUE_LEN;
 
 use super::store::{ApplyError as StoreApplyError, Store};
-use crate::kinds::{ApplyError, Record, SyncZone};
+use crate::kinds::{ApplyError, Record};
 use crate::ngx_ext::str_bytes;
 use crate::shm::zone::{Applied, Out, Visit, ZoneKind};
 use crate::shm::Shm;
@@ -111,16 +111,6 @@ pub unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, old: *mut c_void) -
         share_cap: zone_sync_core::rate::share_cap(z.max_burst, z.rate),
     });
     NGX_OK as ngx_int_t
-}
-
-/// The engine's view of a limit_req zone's `shm_zone->data`.
-///
-/// # Safety
-/// `data` is the `LimitZone` of a zone of this cycle.
-pub unsafe fn view(data: *mut c_void) -> Option<&'static dyn SyncZone> {
-    let z = &*data.cast::<LimitZone>();
-    z.store.as_ref()?;
-    Some(z)
 }
 
 impl ZoneKind for LimitZone {
