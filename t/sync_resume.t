@@ -23,7 +23,7 @@ use Test::Nginx::Util qw(wait_for);
 ###############################################################################
 
 my $c = Test::Nginx::Cluster->new(2)->has(qw/http stream zone_sync/)
-    ->plan(29);
+    ->plan(30);
 
 my $conf = <<'EOF';
 
@@ -241,6 +241,23 @@ ok(log_has(0, qr/full snapshot of zone "big" for node \S+: its position is in an
 	'zone re-created: full snapshot (info)');
 ok(wait_for(sub { online(0) && online(1) && same('big') }, timeout => 20),
 	'converged after the zone was re-created');
+
+# writes on node 1 while it reloads, three times: the old and the new
+# worker 0 share the zone's change queue, and no change may be lost
+# between them (one must not acknowledge a position past changes the
+# other took)
+
+my $pid = fork();
+die "fork: $!" unless defined $pid;
+if ($pid == 0) {
+	api(1, PATCH => '/http/keyvals/big', qq{{"key$_":"reload-$_"}}) for 101 .. 400;
+	exit 0;
+}
+$c->reload_node(1) for 1 .. 3;
+waitpid($pid, 0);
+ok(wait_for(sub { online(0) && online(1) && same('big')
+		&& zone(0, 'big')->{key400} eq 'reload-400' }, timeout => 20),
+	'writes during reloads: every change reached the peer');
 
 # a node of protocol version 1: it refuses our HELLO, we speak version 1
 # to it, and it gets a full snapshot

@@ -521,12 +521,12 @@ impl Engine {
                     }
                 }
                 if sharers == 0 {
-                    // Nobody connected: the snapshot or resume pass of the
-                    // next connection carries these changes (it covers
-                    // every record changed before it starts), so they
-                    // leave the queue rather than being sent again after
-                    // that pass.
-                    self.ctx.zones[zi].drain_changes(now, &mut |_| true);
+                    // Nobody connected: the changes stay queued. The next
+                    // connection's resume pass carries them too, so they
+                    // may travel twice; dropping them here instead would
+                    // lose them whenever another engine of this node (the
+                    // old worker 0 during a reload) acknowledges past
+                    // them with a POSITION on its own connections.
                     break;
                 }
                 if held || takers == 0 {

@@ -505,6 +505,12 @@ impl Peer {
         if self.state != State::Live || self.marked.get(zi).is_none_or(|&m| drained <= m) {
             return;
         }
+        // An exiting worker 0 (QUIT, or a reload) shares the change queue
+        // with its successor, which drains and sends on connections of its
+        // own: the drained position no longer says what went out here.
+        if crate::ngx_ext::exiting() {
+            return;
+        }
         if let Some(s) = self.session.as_mut() {
             s.send_position(zi, drained);
             self.marked[zi] = drained;
