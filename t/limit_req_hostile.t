@@ -20,6 +20,7 @@ use Time::HiRes qw/ time sleep /;
 use Test::Nginx;
 use Test::Nginx::Cluster;
 use Test::Nginx::SyncPeer;
+use Test::Nginx::ZoneSync qw/zs_now_hlc/;
 
 ###############################################################################
 
@@ -88,7 +89,7 @@ sub share {
 
 my $p = Test::Nginx::SyncPeer->connect($sync, node_id => $hostile,
 	zones => [ [ 'rl', 2, $kv ] ]);
-my $hlc = hlc_now();
+my $hlc = zs_now_hlc();
 my $seq = $p->send_records('rl', 2, $kv, [
 	map { { key => $_, value => share(1 << 60), hlc => $hlc,
 		origin => $hostile } } qw/ victim idle /

@@ -19,6 +19,7 @@ use Socket qw/ SOL_SOCKET SO_REUSEADDR /;
 
 use Test::Nginx;
 use Test::Nginx::Cluster;
+use Test::Nginx::ZoneSync qw/zs_frame zs_hello_body zs_record zs_records_body/;
 
 ###############################################################################
 
@@ -129,9 +130,7 @@ ok(wait_for(sub { log_of(0) =~ /zone_sync: node 127.0.0.1:${\port(8090)}: timed 
 # hostile input on the sync port of node 1
 
 # a HELLO offering keyval zone "h" (kind 1, version 1)
-my $hello = "ZSYN" . pack('n', 1) . pack('Q>', 0x1234567) . pack('n', 1)
-	. chr(1) . 'h' . chr(1) . pack('n', 1);
-my $frame = sub { my ($type, $body) = @_; pack('N', 1 + length $body) . chr($type) . $body };
+my $hello = zs_hello_body(0x1234567, ['h', 1, 1]);
 
 raw("GET / HTTP/1.0\r\n\r\n" x 10);
 ok(wait_for(sub { log_of(1) =~ /zone_sync: node .*: protocol error/ }, timeout => 5),
@@ -142,17 +141,15 @@ ok(wait_for(sub { log_of(1) =~ /frame too large/ }, timeout => 5),
 	'huge length: refused before reading it');
 
 my $v3 = "ZSYN" . pack('n', 3) . pack('Q>', 0x1234567) . pack('n', 0);
-my $answer = raw($frame->(1, $v3));
+my $answer = raw(zs_frame(1, $v3));
 like($answer, qr/\x06/, 'wrong version: answered with an ERROR frame');
 
 # a valid hello, then a RECORDS frame truncated in its record
 my $zone = 'h';
-my $rec = chr(0) . pack('Q>', (time() * 1000) << 16) . pack('Q>', 0x1234567)
-	. pack('N', 0) . pack('n', 3) . 'bad' . pack('N', 5) . 'value';
-my $records = pack('Q>', 1) . chr(length $zone) . $zone . chr(1) . pack('n', 1)
-	. chr(0) . pack('n', 1) . $rec;
-raw($frame->(1, $hello) . $frame->(2, substr($records, 0, -3)));
-raw($frame->(1, $hello) . pack('N', 1 + length $records) . chr(2)
+my $rec = zs_record(key => 'bad', value => 'value', origin => 0x1234567);
+my $records = zs_records_body(seq => 1, zone => $zone, records => [$rec]);
+raw(zs_frame(1, $hello) . zs_frame(2, substr($records, 0, -3)));
+raw(zs_frame(1, $hello) . pack('N', 1 + length $records) . chr(2)
 	. substr($records, 0, 20));
 
 is(get(1, 'bad'), '', 'malformed records changed nothing');
@@ -160,7 +157,7 @@ is(get(1, 'base'), 'line', 'zone intact');
 
 # and a well-formed frame from the same raw peer is applied (the test
 # above would pass vacuously otherwise)
-raw($frame->(1, $hello) . $frame->(2, $records));
+raw(zs_frame(1, $hello) . zs_frame(2, $records));
 ok(on(1, 'bad', 'value', 5), 'well-formed raw frame applied');
 
 set(1, 'still', 'serving');

@@ -204,6 +204,10 @@ pub enum Event<'a> {
         zone: usize,
         /// The client's change sequence number of the zone.
         seq: u64,
+        /// Received after the client's SNAPSHOT_DONE: a live mark (or the
+        /// end of a resync pass), not the end of a zone's initial snapshot
+        /// or resume pass (see [`position_taken`]).
+        live: bool,
     },
     /// (Server) the client's initial snapshot is complete: every frame up
     /// to `seq` has already been handed out.
@@ -365,12 +369,23 @@ struct Tx {
     stats: SessionStats,
 }
 
+/// Whether a server stores the position a POSITION frame carries
+/// (docs/PROTOCOL.md section 4.6). One ending the client's initial
+/// snapshot or resume pass of a zone always is. A live one also covers
+/// records the client applied from a third node, which it does not
+/// forward: only while this node is connected to every other member it
+/// knows has it had those records from their makers (the third node may
+/// restart empty before a later resume, which would skip them).
+pub fn position_taken(live: bool, all_members_connected: bool) -> bool {
+    !live || all_members_connected
+}
+
 /// What a received frame leads to, decided before the event borrows it.
 enum Action {
     Skip,
     Hello(u64),
     Records(usize),
-    Position(usize, u64),
+    Position(usize, u64, bool),
     Ack(u64),
     SnapshotDone(u64),
     PeerError,
@@ -683,7 +698,7 @@ impl Session {
                 _ => return Err(st.fail(SessionError::InvalidState("lost frame"))),
             },
             Action::Ack(seq) => Event::Ack { seq },
-            Action::Position(zone, seq) => Event::Position { zone, seq },
+            Action::Position(zone, seq, live) => Event::Position { zone, seq, live },
             Action::SnapshotDone(seq) => Event::SnapshotDone { seq },
             Action::PeerError => match raw.map(|r| r.decode()) {
                 Some(Ok(Frame::Error(e))) => Event::PeerError {
@@ -962,7 +977,7 @@ impl Inner {
                     .copied()
                     .find(|&i| self.cfg.zones[i].name == zone)
                 {
-                    Some(i) => Ok(Action::Position(i, seq)),
+                    Some(i) => Ok(Action::Position(i, seq, self.snapshot_done_recv.is_some())),
                     None => Ok(Action::Skip),
                 }
             }

@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 use zone_sync_core::session::{
-    ConfigError, Event, Role, Session, SessionConfig, SessionError, State, ZoneInfo,
+    position_taken, ConfigError, Event, Role, Session, SessionConfig, SessionError, State, ZoneInfo,
 };
 use zone_sync_core::wire::{
     self, ErrorCode, Frame, FrameReader, RecordRef, RecordsBuilder, WireError, KIND_KEYVAL,
@@ -26,7 +26,7 @@ enum Ev {
     },
     Ack(u64),
     SnapshotDone(u64),
-    Position(usize, u64),
+    Position(usize, u64, bool),
     PeerError(u16, String),
 }
 
@@ -57,7 +57,7 @@ fn owned(e: Event<'_>) -> Ev {
         },
         Event::Ack { seq } => Ev::Ack(seq),
         Event::SnapshotDone { seq } => Ev::SnapshotDone(seq),
-        Event::Position { zone, seq } => Ev::Position(zone, seq),
+        Event::Position { zone, seq, live } => Ev::Position(zone, seq, live),
         Event::PeerError { code, text } => {
             Ev::PeerError(code.0, String::from_utf8_lossy(text).into_owned())
         }
@@ -442,7 +442,16 @@ fn resume_positions_in_hello() {
     assert_eq!(client.peer_resume(1).map(|r| r.seen_epoch), Some(0));
     client.send_position(0, 1300);
     let ev = pump(&mut client, &mut server, 0).unwrap();
-    assert_eq!(ev, [Ev::Position(0, 1300)]);
+    assert_eq!(ev, [Ev::Position(0, 1300, false)]);
+    // After SNAPSHOT_DONE a POSITION is live: it is stored only while
+    // the server is connected to every other member it knows.
+    assert_eq!(client.finish_snapshot(), Ok(0));
+    client.send_position(0, 1400);
+    let ev = pump(&mut client, &mut server, 0).unwrap();
+    assert_eq!(ev, [Ev::SnapshotDone(0), Ev::Position(0, 1400, true)]);
+    assert!(position_taken(false, false), "a pass's end is always taken");
+    assert!(position_taken(true, true));
+    assert!(!position_taken(true, false), "partial partition: not taken");
 }
 
 /// A server that does not call reply_hello still answers, without

@@ -192,7 +192,7 @@ fn load(z: &KeyvalZone, path: &Path, log: *mut ngx_log_t) {
             r.origin
         };
         let rec = Record::put(&key, &r.value, r.hlc, origin, ttl);
-        match store.apply(&rec, now, wall) {
+        match store.load(&rec, now, wall) {
             Ok(_) => loaded += 1,
             Err(_) => no_room += 1,
         }

@@ -256,13 +256,17 @@ impl Store {
         }
     }
 
-    /// Applies a record received from a peer: newest (hlc, origin) wins.
-    /// Returns whether the zone changed.
-    pub fn apply(&self, rec: &Record<'_>, now: u64, wall: u64) -> Result<bool, StoreError> {
-        self.shm.with(|t| self.apply_locked(t, rec, now, wall))
+    /// Loads a record of this node's state file: newest (hlc, origin)
+    /// wins, and the zone has not heard from a peer by it (local writes
+    /// made before a peer's record arrives stay early). Returns whether
+    /// the zone changed.
+    pub fn load(&self, rec: &Record<'_>, now: u64, wall: u64) -> Result<bool, StoreError> {
+        let kv = self.kv(crate::node_id());
+        self.shm.with(|t| Ok(kv.load(t, rec, &self.at(now, wall))?))
     }
 
-    /// [`Self::apply`] with the zone's lock held.
+    /// Applies a record received from a peer (newest (hlc, origin) wins),
+    /// with the zone's lock held. Returns whether the zone changed.
     pub fn apply_locked(
         &self,
         t: &mut Table<'_>,

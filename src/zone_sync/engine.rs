@@ -712,12 +712,14 @@ impl Engine {
         self.update_inflight();
     }
 
-    /// Publishes how many nodes this node is connected to.
+    /// Publishes how many nodes this node is connected to, and whether
+    /// that is every member it knows.
     fn update_online(&self) {
         let n = self.peers.iter().filter(|p| p.is_established()).count();
-        super::status::get()
-            .nodes_online
-            .store(n as u64, Ordering::Relaxed);
+        let st = super::status::get();
+        st.nodes_online.store(n as u64, Ordering::Relaxed);
+        st.all_online
+            .store(u64::from(n == self.peers.len()), Ordering::Relaxed);
     }
 
     /// Publishes per zone how many records await acknowledgement (the

@@ -19,7 +19,7 @@ use nginx_sys::{
     NGX_STREAM_OK,
 };
 use ngx::ngx_log_error;
-use zone_sync_core::session::{Event, Role, Session, SessionConfig};
+use zone_sync_core::session::{position_taken, Event, Role, Session, SessionConfig};
 use zone_sync_core::wire::ErrorCode;
 
 use super::conf::SrvConf;
@@ -290,12 +290,17 @@ impl Inbound {
                         shared
                     );
                 }
-                Event::Position { zone, seq } => {
+                Event::Position { zone, seq, live } => {
                     // Every record before this frame is applied: we hold
-                    // the peer's history of the zone up to `seq`.
+                    // the peer's history of the zone up to `seq` (a live
+                    // one: if we also heard every other member meanwhile).
                     let peer = self.session.peer_node_id().unwrap_or(0);
                     let epoch = self.session.peer_resume(zone).map_or(0, |r| r.epoch);
-                    if epoch != 0 && !self.lost.get(zone).copied().unwrap_or(true) {
+                    let all = status::get().all_online.load(Ordering::Relaxed) != 0;
+                    if epoch != 0
+                        && position_taken(live, all)
+                        && !self.lost.get(zone).copied().unwrap_or(true)
+                    {
                         self.zones[zone].set_position(peer, epoch, seq);
                     }
                 }

@@ -17,6 +17,9 @@ pub struct Status {
     pub msgs_in: AtomicU64,
     pub msgs_out: AtomicU64,
     pub nodes_online: AtomicU64,
+    /// 1 while the engine is connected to every other member it knows
+    /// (live POSITION frames are stored only then, docs/PROTOCOL.md 4.6).
+    pub all_online: AtomicU64,
     /// Bumped when a node connects to us, so that the engine retries its
     /// own connection to it at once.
     pub reconnect: AtomicU64,
@@ -45,6 +48,7 @@ static DUMMY: Status = Status {
     msgs_in: AtomicU64::new(0),
     msgs_out: AtomicU64::new(0),
     nodes_online: AtomicU64::new(0),
+    all_online: AtomicU64::new(0),
     reconnect: AtomicU64::new(0),
 };
 

@@ -232,17 +232,42 @@ impl Kv {
     }
 
     /// Applies a record received from a peer: newest `(hlc, origin)` wins.
-    /// Returns whether the zone changed.
+    /// Returns whether the zone changed. The zone has now heard from a peer
+    /// (see the module doc on early writes).
     pub fn apply(
         &self,
         t: &mut Table<'_>,
         rec: &RecordRef<'_>,
         at: &At<'_>,
     ) -> Result<bool, TableError> {
+        self.merge(t, rec, at, true)
+    }
+
+    /// Applies a record loaded from this node's state file, by the same
+    /// merge rule as [`Self::apply`], without counting as having heard
+    /// from a peer: local writes stay early until a peer's record arrives.
+    pub fn load(
+        &self,
+        t: &mut Table<'_>,
+        rec: &RecordRef<'_>,
+        at: &At<'_>,
+    ) -> Result<bool, TableError> {
+        self.merge(t, rec, at, false)
+    }
+
+    fn merge(
+        &self,
+        t: &mut Table<'_>,
+        rec: &RecordRef<'_>,
+        at: &At<'_>,
+        from_peer: bool,
+    ) -> Result<bool, TableError> {
         let At { now, wall, clock } = *at;
         clock.observe(rec.hlc, wall);
         let first = t.first_remote();
-        t.note_remote(now);
+        if from_peer {
+            t.note_remote(now);
+        }
         t.expire(now, 2);
         // The key is looked up once, for the merge rule and the write.
         let slot = t.slot(rec.key);

@@ -195,6 +195,29 @@ fn early_local_writes_stay_above_a_snapshot() {
         .unwrap());
 }
 
+/// Loading this node's state file is not hearing from a peer: a local
+/// write made after the load is still early, and stays above a fast peer's
+/// older version received later.
+#[test]
+fn state_file_load_keeps_writes_early() {
+    let mut a = vec![0u8; 64 * 1024];
+    let mut t = Table::format(&mut a, 1).unwrap();
+    let kv = kv(0, true);
+    let clock = SharedHlc::default();
+    let saved = RecordRef::put(b"s", b"saved", hlc::from_wall(WALL - 1000), NODE, 0);
+    assert!(kv.load(&mut t, &saved, &at(0, &clock)).unwrap());
+    assert_eq!(get(&t, b"s", 0).as_deref(), Some(&b"saved"[..]));
+    assert_eq!(t.first_remote(), 0, "a load is not a peer's record");
+    kv.set(&mut t, b"k", b"mine", None, &at(1, &clock), u64::MAX)
+        .unwrap();
+    assert!(t.meta(t.find(b"k").unwrap()).early);
+    let ahead = hlc::from_wall(WALL + 600_000);
+    let old = RecordRef::put(b"k", b"old", ahead, PEER, 0);
+    assert!(!kv.apply(&mut t, &old, &at(5, &clock)).unwrap());
+    assert_eq!(get(&t, b"k", 5).as_deref(), Some(&b"mine"[..]));
+    assert!(t.first_remote() != 0);
+}
+
 #[test]
 fn expiry_in_order_and_out_of_order() {
     let mut a = vec![0u8; 256 * 1024];

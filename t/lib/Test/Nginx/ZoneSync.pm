@@ -1,17 +1,28 @@
 package Test::Nginx::ZoneSync;
 
-# Speaking the zone_sync wire protocol (docs/PROTOCOL.md) from perl: frame
-# builders, a frame splitter, and fake nodes for the tests of hostile or
-# slow peers.
+# Speaking the zone_sync wire protocol (docs/PROTOCOL.md) from perl: the
+# one place the tests encode and decode frames (builders, parsers, a frame
+# splitter), and a fake node for the tests of slow peers. A scripted peer
+# object built on these is Test::Nginx::SyncPeer.
 
 =head1 SYNOPSIS
 
     use Test::Nginx::ZoneSync qw/:all/;
 
+    # frames; a HELLO is of version 1 (no resume fields: the node answers
+    # as a version-1 node does)
     my $bytes = zs_hello(0x1234567, ['h', 1, 1])
         . zs_records(seq => 1, zone => 'h',
             records => [zs_record(key => 'k', value => 'v')]);
+    # bodies, for frames built or cut by hand
+    zs_frame($type, zs_hello_body($id, @zones));
+    zs_records_body(seq => 1, zone => 'h', records => [...]);
     my @frames = zs_take_frames(\$buffer);   # ([$type, $body], ...)
+    zs_parse_hello($body); zs_parse_records($body);
+    zs_now_hlc();
+
+    # frame types: HELLO RECORDS ACK HEARTBEAT SNAPSHOT_DONE ERROR POSITION
+    use Test::Nginx::ZoneSync qw/:types/;
 
     # a fake node accepting on $port (run with run_daemon)
     zs_fake_server($port, zones => [['h', 1, 1]], ack => 1,
@@ -29,31 +40,38 @@ use IO::Socket::UNIX;
 use Socket qw/SOL_SOCKET SO_RCVBUF/;
 use Time::HiRes qw/time sleep/;
 
-our @EXPORT_OK = qw/zs_frame zs_hello zs_record zs_records zs_ack zs_heartbeat
-	zs_error zs_snapshot_done zs_take_frames zs_fake_server zs_now_hlc/;
-our %EXPORT_TAGS = (all => \@EXPORT_OK);
-
 use constant {
 	HELLO => 1, RECORDS => 2, ACK => 3, HEARTBEAT => 4,
-	SNAPSHOT_DONE => 5, ERROR => 6,
+	SNAPSHOT_DONE => 5, ERROR => 6, POSITION => 7,
 };
+
+our @TYPES = qw/HELLO RECORDS ACK HEARTBEAT SNAPSHOT_DONE ERROR POSITION/;
+our @EXPORT_OK = (qw/zs_frame zs_hello zs_hello_body zs_record zs_records
+	zs_records_body zs_ack zs_heartbeat zs_error zs_snapshot_done
+	zs_take_frames zs_parse_hello zs_parse_records zs_fake_server
+	zs_now_hlc/, @TYPES);
+our %EXPORT_TAGS = (all => [grep { !/^[A-Z]/ } @EXPORT_OK], types => \@TYPES);
 
 sub zs_frame {
 	my ($type, $body) = @_;
 	return pack('N', 1 + length $body) . chr($type) . $body;
 }
 
-# zs_hello($node_id, [$zone, $kind, $kind_version], ...)
-sub zs_hello {
+# the body of a version-1 HELLO: zs_hello_body($node_id,
+# [$zone, $kind, $kind_version], ...)
+sub zs_hello_body {
 	my ($node_id, @zones) = @_;
 	my $b = 'ZSYN' . pack('n', 1) . pack('Q>', $node_id) . pack('n', scalar @zones);
 	for my $z (@zones) {
 		$b .= chr(length $z->[0]) . $z->[0] . chr($z->[1] // 1)
 			. pack('n', $z->[2] // 1);
 	}
-	return zs_frame(HELLO, $b);
+	return $b;
 }
 
+sub zs_hello { return zs_frame(HELLO, zs_hello_body(@_)) }
+
+# a hybrid-logical-clock timestamp for now (section 5.1)
 sub zs_now_hlc { return int(time() * 1000) << 16 }
 
 # zs_record(key => , value => , hlc => , origin => , ttl => , tombstone => 1)
@@ -66,14 +84,17 @@ sub zs_record {
 		. pack('N', length $value) . $value;
 }
 
-# zs_records(seq => , zone => , kind => 1, flags => 0, records => [...])
-sub zs_records {
+# zs_records_body(seq => , zone => , kind => 1, kind_version => 1,
+# flags => 0, records => [zs_record(...), ...])
+sub zs_records_body {
 	my (%f) = @_;
 	my @recs = @{$f{records} // []};
-	return zs_frame(RECORDS, pack('Q>', $f{seq}) . chr(length $f{zone}) . $f{zone}
+	return pack('Q>', $f{seq}) . chr(length $f{zone}) . $f{zone}
 		. chr($f{kind} // 1) . pack('n', $f{kind_version} // 1)
-		. chr($f{flags} // 0) . pack('n', scalar @recs) . join('', @recs));
+		. chr($f{flags} // 0) . pack('n', scalar @recs) . join('', @recs);
 }
+
+sub zs_records { return zs_frame(RECORDS, zs_records_body(@_)) }
 
 sub zs_ack { return zs_frame(ACK, pack('Q>', $_[0])) }
 sub zs_heartbeat { return zs_frame(HEARTBEAT, '') }
@@ -82,6 +103,50 @@ sub zs_snapshot_done { return zs_frame(SNAPSHOT_DONE, pack('Q>', $_[0])) }
 sub zs_error {
 	my ($code, $text) = @_;
 	return zs_frame(ERROR, pack('n', $code) . pack('n', length $text) . $text);
+}
+
+# a HELLO body: { magic, version, node_id, zones => [ [name, kind,
+# kind_version, (version 2:) epoch, seen_epoch, seen_seq], ... ] }
+sub zs_parse_hello {
+	my ($b) = @_;
+	my ($magic, $version, $id, $n) = unpack('a4 n Q> n', $b);
+	my $off = 16;
+	my @zones;
+	for (1 .. $n) {
+		my $len = ord(substr($b, $off, 1));
+		my $name = substr($b, $off + 1, $len);
+		my ($kind, $kv) = unpack('C n', substr($b, $off + 1 + $len, 3));
+		my @resume;
+		@resume = unpack('Q> Q> Q>', substr($b, $off + 4 + $len, 24))
+			if $version >= 2;
+		push @zones, [ $name, $kind, $kv, @resume ];
+		$off += 4 + $len + ($version >= 2 ? 24 : 0);
+	}
+	return { magic => $magic, version => $version, node_id => $id,
+		zones => \@zones };
+}
+
+# a RECORDS body: { seq, zone, kind, kind_version, flags, records => [
+# { zone, key, value, hlc, origin, ttl, tombstone } ] }
+sub zs_parse_records {
+	my ($b) = @_;
+	my ($seq, $zlen) = unpack('Q> C', $b);
+	my $zone = substr($b, 9, $zlen);
+	my ($kind, $kv, $flags, $n) = unpack('C n C n', substr($b, 9 + $zlen, 6));
+	my $off = 15 + $zlen;
+	my @r;
+	for (1 .. $n) {
+		my ($rf, $hlc, $origin, $ttl, $klen) =
+			unpack('C Q> Q> N n', substr($b, $off, 23));
+		my $key = substr($b, $off + 23, $klen);
+		my $vlen = unpack('N', substr($b, $off + 23 + $klen, 4));
+		my $value = substr($b, $off + 27 + $klen, $vlen);
+		push @r, { zone => $zone, key => $key, value => $value, hlc => $hlc,
+			origin => $origin, ttl => $ttl, tombstone => $rf & 1 };
+		$off += 27 + $klen + $vlen;
+	}
+	return { seq => $seq, zone => $zone, kind => $kind, kind_version => $kv,
+		flags => $flags, records => \@r };
 }
 
 # Removes the complete frames at the start of $$buf; returns them as
