@@ -158,6 +158,7 @@ the check TODO; C<ignore_log(qr/.../)> exempts matching lines.
                                        # stream_return zone_sync debug ...
     ->has_version('1.25.0')            # boolean
     ->has_daemon('openssl')            # skip_all if not in PATH
+    ->wrap(@prefix)                    # run nginx via e.g. ip netns exec NS
     ->plan($n)                         # $n + one log check per live object
     ->todo_alerts  ->ignore_log(qr/../)
     ->write_file($name, $content)  ->write_file_expand($name, $content)
@@ -690,6 +691,14 @@ sub _spawn {
 
 sub master_pid { return $_[0]->{_master} }
 
+# run nginx through a command prefix that execs it in place (the master
+# keeps the pid), e.g. ('ip', 'netns', 'exec', NS): see Test::Nginx::Netns
+sub wrap {
+    my ($self, @prefix) = @_;
+    $self->{_wrap} = [@prefix];
+    return $self;
+}
+
 # Reaps the master if it exited; records unexpected exits.
 sub is_running {
     my ($self) = @_;
@@ -768,7 +777,7 @@ sub run {
     my $offset = $self->_log_size();
     my $stderr_offset = -s "$dir/stderr" || 0;
 
-    my @cmd = (nginx_binary(), '-p', "$dir/", '-c', $conf,
+    my @cmd = (@{$self->{_wrap} // []}, nginx_binary(), '-p', "$dir/", '-c', $conf,
         '-e', "$dir/error.log", $self->_cmdline_globals);
     Test::More::diag("starting: @cmd") if verbose();
 
