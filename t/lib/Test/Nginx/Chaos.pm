@@ -253,6 +253,17 @@ sub converged {
     }, timeout => $self->{o}{converge_timeout} // 30, name => 'convergence');
 }
 
+# seconds a TCP handshake from node $i to node $j's sync port takes (one
+# round trip through the hub)
+sub connect_time {
+    my ($self, $i, $j) = @_;
+    my $to = $self->sync_addr($j);
+    my $out = $self->{net}->qx_in($i, qq{$^X -MIO::Socket::INET}
+        . qq{ -MTime::HiRes=time -e '\$t = time; IO::Socket::INET->new(}
+        . qq{PeerAddr => "$to", Timeout => 10) and printf "%.4f", time - \$t'});
+    return $out =~ /^([\d.]+)$/ ? $1 : undef;
+}
+
 sub status {
     my ($self, $i) = @_;
     my ($status, $data) = $self->api($i, GET => '/stream/zone_sync/');
@@ -281,9 +292,8 @@ sub pending {
 #
 # Leak probes.
 
-# the worker of node $i (the first, with several): RSS, open files,
-# established TCP connections of the node, and active timers as counted
-# from the debug log (event timer add minus del)
+# the worker of node $i (the first, with several): RSS, open files and
+# established TCP connections of the node
 sub worker_stats {
     my ($self, $i) = @_;
     my $node = $self->{c}->node($i);
@@ -296,15 +306,27 @@ sub worker_stats {
         $s{fds} = grep { /^\d+$/ } readdir $d;
     }
     $s{conns} = $self->{net} ? $self->{net}->established($i) : undef;
-    if (open my $log, '<', $node->testdir . '/error.log') {
-        my ($add, $del) = (0, 0);
-        while (<$log>) {
-            next unless /\] $pid#\d+: .*event timer (add|del):/;
-            $1 eq 'add' ? $add++ : $del++;
-        }
-        $s{timers} = $add - $del;
-    }
     return \%s;
+}
+
+# timer activity of node $i's workers: nginx timer events (set, removed,
+# expired) per second over the next $secs seconds, from the debug log.
+# The module arms its timers through nginx-sys's inline ngx_add_timer,
+# which logs nothing, so active timers cannot be counted from the log; a
+# timer left behind by a closed connection would keep firing, and shows
+# here as a higher rate than on the same node at rest.
+sub timer_rate {
+    my ($self, $i, $secs) = @_;
+    my $log = $self->{c}->node($i)->testdir . '/error.log';
+    my $from = -s $log // 0;
+    Time::HiRes::sleep($secs);
+    open my $f, '<', $log or return;
+    seek $f, $from, 0;
+    my $n = 0;
+    while (<$f>) {
+        $n++ if /event timer (?:add|del):/;
+    }
+    return $n / $secs;
 }
 
 1;
