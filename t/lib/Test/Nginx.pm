@@ -101,6 +101,11 @@ Trace requests/responses and harness actions as TAP comments.
 
 Print each error log at the end of the test.
 
+=item TEST_NGINX_LOG_LEVEL
+
+The level of C<%%TEST_GLOBALS%%>'s error_log (default C<debug>; long
+runs such as scripts/soak use C<info>).
+
 =item TEST_NGINX_TIMEOUT_SCALE
 
 Multiply all harness timeouts (slow sanitizer builds).
@@ -493,7 +498,8 @@ sub test_globals {
     $s .= "master_process on;\n";
     $s .= "daemon off;\n";
     $s .= "pid $dir/nginx.pid;\n";
-    $s .= "error_log $dir/error.log debug;\n";
+    $s .= "error_log $dir/error.log " . ($ENV{TEST_NGINX_LOG_LEVEL} // 'debug')
+        . ";\n";
     $s .= "$ENV{TEST_NGINX_GLOBALS}\n"
         if defined $ENV{TEST_NGINX_GLOBALS};
 

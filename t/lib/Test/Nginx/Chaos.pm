@@ -24,8 +24,7 @@ Test::Nginx::Chaos - a cluster, its network, a model of acknowledged writes
 Options of C<new>: C<plan> (tests, a log check per node is added),
 C<timeout> (zone_sync_timeout, default 2s), C<tls> (sync over TLS with a
 test CA), C<netns> (default 1; 0: all nodes on 127.0.0.1, no network
-faults), C<debug> (error_log debug, for timer counts; default on),
-C<workers> (worker_processes, default 1).
+faults), C<workers> (worker_processes, default 1).
 
 The zone is C<kv> (http keyval, C<sync>), written through
 C</api/9/http/keyvals/kv>. Writes are issued one at a time by this
@@ -52,7 +51,7 @@ use constant { HTTP => 8080, SYNC => 8081 };
 
 sub new {
     my ($class, $n, %o) = @_;
-    my $self = bless { n => $n, o => \%o, ops => [], acked => 0,
+    my $self = bless { n => $n, o => \%o, model => {}, acked => 0,
         refused => 0 }, $class;
     my $netns = $o{netns} // 1;
     if ($netns) {
@@ -107,15 +106,14 @@ sub _conf {
         zone_sync_ssl on;
         zone_sync_ssl_verify on;
         zone_sync_ssl_trusted_certificate $certs/ca.crt;
+        zone_sync_ssl_name node;
 EOF
     }
     my $sync = $self->sync_addr($i);
     my $api = $self->api_addr($i);
-    my $debug = ($o->{debug} // 1) ? '' : "error_log %%TESTDIR%%/error.log info;";
     return <<"EOF";
 
 %%TEST_GLOBALS%%
-$debug
 worker_processes $workers;
 
 events {
@@ -155,14 +153,17 @@ EOF
 sub _make_certs {
     my ($d) = @_;
     mkdir $d;
+    open my $ext, '>', "$d/ext.cnf" or die "chaos: $!\n";
+    print $ext "subjectAltName=DNS:node,IP:127.0.0.1\n";
+    close $ext;
     my $q = "openssl req -x509 -nodes -newkey rsa:2048 -days 2";
     system("cd $d && $q -keyout ca.key -out ca.crt -subj /CN=zs-test-ca"
         . " >/dev/null 2>&1 && openssl req -new -nodes -newkey rsa:2048"
         . " -keyout node.key -out node.csr -subj /CN=node"
         . " >/dev/null 2>&1 && openssl x509 -req -in node.csr -CA ca.crt"
         . " -CAkey ca.key -CAcreateserial -days 2 -out node.crt"
-        . " -extfile <(printf 'subjectAltName=DNS:node,IP:127.0.0.1')"
-        . " >/dev/null 2>&1") == 0 or die "chaos: openssl failed\n";
+        . " -extfile ext.cnf >/dev/null 2>&1") == 0
+        or die "chaos: openssl failed\n";
 }
 
 ###############################################################################
@@ -188,7 +189,8 @@ sub _write {
     my ($status) = $self->api($i, $method, '/http/keyvals/kv', $body);
     $self->{last_write} = Time::HiRes::time();
     if (defined $status && ($status == 201 || $status == 204)) {
-        push @{$self->{ops}}, [$key, $value];
+        if (defined $value) { $self->{model}{$key} = $value }
+        else { delete $self->{model}{$key} }
         $self->{acked}++;
         return 1;
     }
@@ -214,16 +216,11 @@ sub del {
 sub acked { return $_[0]->{acked} }
 sub refused { return $_[0]->{refused} }
 
-# {key => value} after every acknowledged write, in order
-sub expected {
-    my ($self) = @_;
-    my %m;
-    for (@{$self->{ops}}) {
-        my ($k, $v) = @$_;
-        if (defined $v) { $m{$k} = $v } else { delete $m{$k} }
-    }
-    return \%m;
-}
+# {key => value} after every acknowledged write, in order (a copy)
+sub expected { return {%{$_[0]->{model}}} }
+
+# the same, not copied: not to be changed
+sub expected_ref { return $_[0]->{model} }
 
 sub contents {
     my ($self, $i) = @_;
