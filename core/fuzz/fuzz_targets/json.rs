@@ -42,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let w = write(&v);
-    assert!(std::str::from_utf8(&w).is_ok(), "write_value output is UTF-8");
+    assert!(
+        std::str::from_utf8(&w).is_ok(),
+        "write_value output is UTF-8"
+    );
     let v2 = json::parse(&w).expect("write_value output parses");
     if all_utf8(&v) {
         assert_eq!(v2, v);
