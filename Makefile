@@ -5,6 +5,11 @@
 #   make check   rustfmt + clippy
 #   make deb     the Debian package, for the distribution's nginx
 #   make test-debian  install it, run the suite against /usr/sbin/nginx, purge
+#   make test-asan    the perl suite under AddressSanitizer + UBSan (nightly)
+#   make fuzz-smoke   every fuzz target for a few seconds (part of `test`)
+#
+# Long runs are scripts: scripts/fuzz, scripts/chaos, scripts/soak
+# (docs/TESTING.md).
 #
 # Built files land in build/: build/nginx (the vendored nginx the module is
 # built against) and build/ngx_stream_zone_sync_module.so.
@@ -24,7 +29,7 @@ PROVE_JOBS  ?= 1
 DEB_PACKAGES := clang libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config \
                 openssl curl faketime libio-socket-ssl-perl libnet-dns-perl \
                 golang-go golang-github-nginxinc-nginx-plus-go-client-dev \
-                prometheus-nginx-exporter chromium gdb
+                prometheus-nginx-exporter chromium gdb iproute2 ethtool
 
 ifeq ($(PROFILE),release)
 CARGO_PROFILE_FLAG := --release
@@ -39,7 +44,8 @@ else
 CARGO_FEATURES :=
 endif
 
-.PHONY: all deps build test unittest prove check run stop clean deb test-debian
+.PHONY: all deps build test unittest prove check run stop clean deb test-debian \
+        test-asan fuzz-smoke
 
 all: build
 
@@ -73,8 +79,9 @@ unittest:
 prove: build
 	prove -I t/lib -j$(PROVE_JOBS) t/
 
-# test-debian runs too where it can (Debian-based, root): TEST_DEBIAN=0 skips it
-test: deps unittest prove
+# test-debian runs too where it can (Debian-based, root): TEST_DEBIAN=0 skips it.
+# The suite includes t/chaos_partition.t (network namespaces: root only).
+test: deps unittest fuzz-smoke prove
 	PROVE_JOBS=$(PROVE_JOBS) scripts/test-debian --if-possible
 
 # libnginx-mod-stream-zone-sync_<version>_<arch>.deb for the distribution's
@@ -85,6 +92,19 @@ deb:
 # build, install, run the perl suite against /usr/sbin/nginx, remove, purge
 test-debian:
 	PROVE_JOBS=$(PROVE_JOBS) scripts/test-debian
+
+# FUZZ_SMOKE_SECONDS per target; skipped (said) without a nightly toolchain
+FUZZ_SMOKE_SECONDS ?= 5
+fuzz-smoke:
+	@if rustup run nightly rustc --version >/dev/null 2>&1; then \
+	    scripts/fuzz --seconds $(FUZZ_SMOKE_SECONDS); \
+	else \
+	    echo "fuzz-smoke: skipped: no nightly Rust toolchain (rustup toolchain install nightly)"; \
+	fi
+
+# builds its own nginx and module under target/asan (not build/)
+test-asan: deps
+	PROVE_JOBS=$(PROVE_JOBS) scripts/test-asan
 
 check:
 	$(CARGO) fmt --all -- --check

@@ -101,6 +101,11 @@ Trace requests/responses and harness actions as TAP comments.
 
 Print each error log at the end of the test.
 
+=item TEST_NGINX_LOG_LEVEL
+
+The level of C<%%TEST_GLOBALS%%>'s error_log (default C<debug>; long
+runs such as scripts/soak use C<info>).
+
 =item TEST_NGINX_TIMEOUT_SCALE
 
 Multiply all harness timeouts (slow sanitizer builds).
@@ -158,6 +163,7 @@ the check TODO; C<ignore_log(qr/.../)> exempts matching lines.
                                        # stream_return zone_sync debug ...
     ->has_version('1.25.0')            # boolean
     ->has_daemon('openssl')            # skip_all if not in PATH
+    ->wrap(@prefix)                    # run nginx via e.g. ip netns exec NS
     ->plan($n)                         # $n + one log check per live object
     ->todo_alerts  ->ignore_log(qr/../)
     ->write_file($name, $content)  ->write_file_expand($name, $content)
@@ -492,7 +498,8 @@ sub test_globals {
     $s .= "master_process on;\n";
     $s .= "daemon off;\n";
     $s .= "pid $dir/nginx.pid;\n";
-    $s .= "error_log $dir/error.log debug;\n";
+    $s .= "error_log $dir/error.log " . ($ENV{TEST_NGINX_LOG_LEVEL} // 'debug')
+        . ";\n";
     $s .= "$ENV{TEST_NGINX_GLOBALS}\n"
         if defined $ENV{TEST_NGINX_GLOBALS};
 
@@ -690,6 +697,14 @@ sub _spawn {
 
 sub master_pid { return $_[0]->{_master} }
 
+# run nginx through a command prefix that execs it in place (the master
+# keeps the pid), e.g. ('ip', 'netns', 'exec', NS): see Test::Nginx::Netns
+sub wrap {
+    my ($self, @prefix) = @_;
+    $self->{_wrap} = [@prefix];
+    return $self;
+}
+
 # Reaps the master if it exited; records unexpected exits.
 sub is_running {
     my ($self) = @_;
@@ -768,7 +783,7 @@ sub run {
     my $offset = $self->_log_size();
     my $stderr_offset = -s "$dir/stderr" || 0;
 
-    my @cmd = (nginx_binary(), '-p', "$dir/", '-c', $conf,
+    my @cmd = (@{$self->{_wrap} // []}, nginx_binary(), '-p', "$dir/", '-c', $conf,
         '-e', "$dir/error.log", $self->_cmdline_globals);
     Test::More::diag("starting: @cmd") if verbose();
 
