@@ -63,6 +63,11 @@ pub struct EngineShared {
     pub inflight: AtomicU64,
     /// The largest encoded record a sync buffer carries (0: no limit).
     pub max_record: AtomicU64,
+    /// The highest change sequence number an engine took from the queue
+    /// without sending it (no peer was connected: the next connection's
+    /// pass carries it). A connection whose pass began before it never
+    /// had those changes, so it acknowledges no live position after it.
+    pub dropped: AtomicU64,
 }
 
 /// A zone the engine can sync.
@@ -90,6 +95,17 @@ pub trait SyncZone {
         if let Some(e) = self.engine_shared() {
             e.max_record.store(bytes, Ordering::Relaxed);
         }
+    }
+    /// Notes that the changes up to `seq` left the queue unsent.
+    fn note_dropped(&self, seq: u64) {
+        if let Some(e) = self.engine_shared() {
+            e.dropped.fetch_max(seq, Ordering::Relaxed);
+        }
+    }
+    /// See [`EngineShared::dropped`].
+    fn dropped(&self) -> u64 {
+        self.engine_shared()
+            .map_or(0, |e| e.dropped.load(Ordering::Relaxed))
     }
     /// Hands queued local changes to `out` until it refuses one.
     fn drain_changes(&self, now: u64, out: &mut dyn FnMut(&Record<'_>) -> bool) -> usize;

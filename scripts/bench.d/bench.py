@@ -545,6 +545,67 @@ class Bench:
         finally:
             c.stop()
 
+    def resume3(self):
+        """Three of our nodes hold n records in sync (1M; --quick 200k).
+        Each node in turn is reloaded (HUP) while 1,000 records change on
+        the next node: bytes all three nodes sent (the API's bytes_out)
+        from the reload signal until every node holds the changes and
+        nothing is pending, and that time, beside the bytes of one full
+        snapshot (node 2 restarted empty, fed by both others)."""
+        if "zone_sync" not in self.systems():
+            return
+        n = 200000 if self.quick else 1000000
+        changes = 1000
+        sc = "7. resume, 3 nodes: a reload of each node"
+        pairs = [(key_of("t", i), value_of(i)) for i in range(n)]
+        c = ZoneSync(self.run_dir, nodes=3, interval="10ms", zone_size=self.a.zone_size, tag="resume3")
+
+        def sent():
+            # a node stopped, or started since, counts from 0
+            return sum(c.status(i)["status"]["bytes_out"] for i in range(3) if c.master[i])
+
+        def settled():
+            return all(c.status(i)["status"]["nodes_online"] >= 2 and c.pending(i) == 0 for i in range(3))
+
+        try:
+            c.start()
+            c.load(pairs)
+            wait_until(lambda: c.count(1) >= n and c.count(2) >= n, 300, 0.05, "records in sync")
+            c.stop_node(2)
+            b0 = sent()
+            c.start_node(2, wait=True)
+            wait_until(lambda: c.count(2) >= n, 300, 0.002, "full snapshot")
+            wait_until(settled, 60, 0.01, "quiet")
+            b_full = sent() - b0
+            log(f"resume3: a full snapshot to node 2 took {b_full} B")
+            for run in range(self.runs):
+                for node in range(3):
+                    writer = (node + 1) % 3
+                    changed = [(key_of("t", (i * 991 + run * 7 + node) % n), value_of(n + i + 10 * run + node))
+                               for i in range(changes)]
+                    b1 = sent()
+                    t1 = time.monotonic()
+                    old = set(children(c.master[node])[1:])
+                    os.kill(c.master[node], signal.SIGHUP)
+                    c.bulk_write(changed, node=writer)
+                    wait_until(lambda: (lambda k: len(k) == 2 and not (set(k) & old))(children(c.master[node])[1:]),
+                               60, 0.01, "new workers after reload")
+                    cc = c.conns.pop(node, None)
+                    if cc:
+                        cc.close()
+                    wait_until(lambda: all(c.read(i, k) == v for i in range(3) for k, v in changed[-20:])
+                               and settled(), 60, 0.002, "converged")
+                    t = time.monotonic() - t1
+                    b = sent() - b1
+                    self.res.add(sc, f"bytes to converge, node {node} reloaded, {changes} changed",
+                                 "B", "zone_sync", b, run=run)
+                    self.res.add(sc, f"÷ a full snapshot of {nlabel(n)} ({b_full} B)", "%", "zone_sync",
+                                 100.0 * b / max(b_full, 1), run=run)
+                    self.res.add(sc, f"time to converge, node {node} reloaded", "s", "zone_sync", t, run=run)
+                    log(f"resume3 run {run}, node {node} reloaded: {b} B in {t:.3f} s")
+        finally:
+            c.stop()
+
     def _catchup_runs(self, clusters, n, label, joiner=1, probe_key=None, keep=False):
         """Run r of every system, then run r+1: node `joiner` starts empty
         and takes every record; stopped again after each run (`keep`: not
@@ -1075,7 +1136,7 @@ def machine(module):
     }
 
 
-SCENARIOS = ("latency", "throughput", "catchup", "big", "catchup3", "resume")
+SCENARIOS = ("latency", "throughput", "catchup", "big", "catchup3", "resume", "resume3")
 
 
 def main():
@@ -1085,7 +1146,8 @@ def main():
         epilog="scenarios (--only): latency (1.), throughput (2.), catchup (3., 100k records), "
                "big (1M records: 6. memory, 3. catch-up with the sender's request p99, 4. request "
                "path, 5. idle), catchup3 (3., a third node joins two holding 1M records), resume (7., 1,000 "
-               "records changed while the link is down, against a full snapshot).\n"
+               "records changed while the link is down, against a full snapshot), resume3 (7., a reload of each node "
+               "of 3 while 1,000 records change).\n"
                "Installs haproxy, redis-server and wrk when missing and builds nginx + the module "
                "when build/ lacks them (not for --help).")
     ap.add_argument("--quick", action="store_true",
@@ -1137,7 +1199,7 @@ def main():
         if name not in only:
             continue
         fn = {"latency": b.latency, "throughput": b.throughput, "catchup": b.catchup_small, "big": b.big,
-              "catchup3": b.catchup3, "resume": b.resume}[name]
+              "catchup3": b.catchup3, "resume": b.resume, "resume3": b.resume3}[name]
         log(f"=== {name}")
         try:
             fn()

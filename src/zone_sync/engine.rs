@@ -521,12 +521,18 @@ impl Engine {
                     }
                 }
                 if sharers == 0 {
-                    // Nobody connected: the changes stay queued. The next
-                    // connection's resume pass carries them too, so they
-                    // may travel twice; dropping them here instead would
-                    // lose them whenever another engine of this node (the
-                    // old worker 0 during a reload) acknowledges past
-                    // them with a POSITION on its own connections.
+                    // Nobody connected: the snapshot or resume pass of the
+                    // next connection carries these changes (it covers
+                    // every record changed before it starts), so they
+                    // leave the queue rather than being sent again after
+                    // that pass. Connections whose pass began earlier
+                    // (another engine's: the old worker 0 during a
+                    // reload) never saw them: noting where the drop ended
+                    // keeps those from acknowledging past it.
+                    let z = self.ctx.zones[zi];
+                    if z.drain_changes(now, &mut |_| true) > 0 {
+                        z.note_dropped(z.drained());
+                    }
                     break;
                 }
                 if held || takers == 0 {
@@ -587,7 +593,7 @@ impl Engine {
                 let drained = self.ctx.zones[zi].drained();
                 for p in self.peers.iter_mut() {
                     if p.is_established() && p.shares(zi) {
-                        p.mark(zi, drained);
+                        p.mark(&self.ctx, zi, drained);
                     }
                 }
             }

@@ -501,8 +501,13 @@ impl Peer {
     /// The engine drained zone `zi`'s local changes up to `drained` and
     /// queued them for this peer: a live peer holds the zone's history up
     /// to there once it has read them.
-    pub fn mark(&mut self, zi: usize, drained: u64) {
+    pub fn mark(&mut self, ctx: &Ctx, zi: usize, drained: u64) {
         if self.state != State::Live || self.marked.get(zi).is_none_or(|&m| drained <= m) {
+            return;
+        }
+        // Changes were taken from the queue unsent after this connection's
+        // pass began: it does not hold them.
+        if ctx.zones[zi].dropped() > self.pass_start[zi] {
             return;
         }
         // An exiting worker 0 (QUIT, or a reload) shares the change queue
