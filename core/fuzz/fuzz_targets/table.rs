@@ -114,7 +114,10 @@ fn check(t: &Table<'_>, model: &mut Model, now: u64, evicted: bool) {
     let live = model.keys.values().filter(|m| !m.tomb).count() as u64;
     assert_eq!(c.live, live);
     assert_eq!(c.tombstones, model.keys.len() as u64 - live);
-    assert_eq!(c.pending, model.keys.values().filter(|m| m.pending).count() as u64);
+    assert_eq!(
+        c.pending,
+        model.keys.values().filter(|m| m.pending).count() as u64
+    );
 }
 
 struct Walk {
@@ -147,7 +150,11 @@ fuzz_target!(|data: &[u8]| {
             0..=3 => {
                 let remote = op % 12 == 3;
                 let tomb = op % 12 == 2 || (remote && b & 1 != 0);
-                let vlen = if tomb { 0 } else { usize::from(b) * (usize::from(a >> 5) + 1) };
+                let vlen = if tomb {
+                    0
+                } else {
+                    usize::from(b) * (usize::from(a >> 5) + 1)
+                };
                 let expire = match a >> 6 {
                     0 | 1 => 0,
                     2 => now + u64::from(b),
@@ -159,16 +166,36 @@ fuzz_target!(|data: &[u8]| {
                     if v <= old && model.keys.contains_key(&k) {
                         continue;
                     }
-                    Write { hlc: v, origin: 100 + u64::from(b % 3), expire, tombstone: tomb, ..Write::default() }
+                    Write {
+                        hlc: v,
+                        origin: 100 + u64::from(b % 3),
+                        expire,
+                        tombstone: tomb,
+                        ..Write::default()
+                    }
                 } else {
                     hlc += 1;
-                    Write { hlc: 1000 + hlc, origin: NODE, expire, tombstone: tomb, queue: true, ..Write::default() }
+                    Write {
+                        hlc: 1000 + hlc,
+                        origin: NODE,
+                        expire,
+                        tombstone: tomb,
+                        queue: true,
+                        ..Write::default()
+                    }
                 };
                 let value = vec![a; vlen];
                 match t.write(&k, &value, &w, u64::MAX, &mut |_, _| true) {
                     Ok(_) => model.put(
                         &k,
-                        Some(M { value, hlc: w.hlc, origin: w.origin, expire: w.expire, tomb, pending: w.queue }),
+                        Some(M {
+                            value,
+                            hlc: w.hlc,
+                            origin: w.origin,
+                            expire: w.expire,
+                            tomb,
+                            pending: w.queue,
+                        }),
                     ),
                     Err(TableError::NoMemory) => {
                         // the old record stays, with a new sequence number
@@ -213,7 +240,11 @@ fuzz_target!(|data: &[u8]| {
                     true
                 });
                 for k in keys {
-                    model.keys.get_mut(&k).expect("drained a key not in the model").pending = false;
+                    model
+                        .keys
+                        .get_mut(&k)
+                        .expect("drained a key not in the model")
+                        .pending = false;
                 }
                 if b == 255 {
                     assert_eq!(t.counters().pending, 0);
@@ -234,8 +265,16 @@ fuzz_target!(|data: &[u8]| {
             }
             10 => match &mut walk {
                 None => {
-                    let start = model.keys.keys().map(|k| (k.clone(), model.gen(k))).collect();
-                    walk = Some(Walk { cursor: Cursor::default(), start, seen: BTreeMap::new() });
+                    let start = model
+                        .keys
+                        .keys()
+                        .map(|k| (k.clone(), model.gen(k)))
+                        .collect();
+                    walk = Some(Walk {
+                        cursor: Cursor::default(),
+                        start,
+                        seen: BTreeMap::new(),
+                    });
                 }
                 Some(w) => {
                     let mut n = 0u8;
@@ -260,18 +299,32 @@ fuzz_target!(|data: &[u8]| {
             _ => {
                 // dies in the middle of a write that needs room
                 hlc += 1;
-                let w = Write { hlc: 1000 + hlc, origin: NODE, queue: true, ..Write::default() };
+                let w = Write {
+                    hlc: 1000 + hlc,
+                    origin: NODE,
+                    queue: true,
+                    ..Write::default()
+                };
                 let value = vec![a; usize::from(b) * 4];
                 let hook = panic::take_hook();
                 panic::set_hook(Box::new(|_| {}));
                 let res = panic::catch_unwind(AssertUnwindSafe(|| {
-                    t.write(&k, &value, &w, u64::MAX, &mut |_, _| panic::panic_any(Crash))
+                    t.write(&k, &value, &w, u64::MAX, &mut |_, _| {
+                        panic::panic_any(Crash)
+                    })
                 }));
                 panic::set_hook(hook);
                 match res {
                     Ok(Ok(_)) => model.put(
                         &k,
-                        Some(M { value, hlc: w.hlc, origin: NODE, expire: 0, tomb: false, pending: true }),
+                        Some(M {
+                            value,
+                            hlc: w.hlc,
+                            origin: NODE,
+                            expire: 0,
+                            tomb: false,
+                            pending: true,
+                        }),
                     ),
                     Ok(Err(_)) => {}
                     Err(p) => {

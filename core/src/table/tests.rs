@@ -396,7 +396,7 @@ fn snapshot_cursor_survives_changes() {
             1,
             0,
         );
-        if round % 10 == 0 {
+        if round.is_multiple_of(10) {
             t.defragment();
         }
         assert!(round < 10_000);
