@@ -1308,12 +1308,17 @@ impl<'a> Table<'a> {
                 };
                 let w = self.r32(o);
                 let r = Rec(o as u32);
-                let origin = (self.r64(o + rec::EXPIRE) >> 48) as usize;
+                let used = w & rec::USED_BIT != 0;
                 // A record without a sequence number was being written.
-                if w & rec::USED_BIT != 0 && origin < norig.max(1) && self.seq_of(r) != 0 {
+                // (Only a used block has a header: a free one may be 8
+                // bytes at the top of the arena.)
+                if used
+                    && ((self.r64(o + rec::EXPIRE) >> 48) as usize) < norig.max(1)
+                    && self.seq_of(r) != 0
+                {
                     recs.push((self.seq_of(r), o as u32));
                 } else {
-                    if w & rec::USED_BIT != 0 {
+                    if used {
                         out.dropped += 1;
                     }
                     frees.push((o as u32, size));
