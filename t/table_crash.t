@@ -23,6 +23,12 @@ use Test::Nginx;
 my $gdb = (grep { -x } map { "$_/gdb" } split /:/, $ENV{PATH})[0];
 plan(skip_all => 'gdb not installed') unless $gdb;
 
+# gdb finds the line only in a module built with debug information (the
+# Debian package's is stripped)
+my $module = Test::Nginx::module_path();
+plan(skip_all => "no debug information in $module")
+	unless `objdump -h '$module' 2>/dev/null` =~ /\.debug_line/;
+
 # the line of Table::write, rewriting a record with a longer value, where
 # the old record has left the index and the new one is not in it yet (the
 # zone's lock is held and the mark is set there)
